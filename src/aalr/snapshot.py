@@ -1,0 +1,136 @@
+"""Where the tuner's snapshots (initial weights, best checkpoint) live.
+
+A snapshot is ``{"model": model.state_dict(), "optimizer": optimizer.state_dict()}`` copied to the
+CPU, so a GPU model's memory is not doubled. :class:`MemorySnapshots` (default) keeps them in
+host memory; :class:`DirectorySnapshots` writes them to files (atomic: temp file, fsync, rename)
+and reads them back with ``torch.load(weights_only=True)``.
+
+Copies never alias live tensors: :func:`cpu_copy` is used when taking a snapshot, and the tuner
+clones again when restoring, because ``Optimizer.load_state_dict`` keeps CPU tensors as they are
+and its later in-place updates would otherwise write into the snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists/tuples in which every tensor is a fresh CPU tensor."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: cpu_copy(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [cpu_copy(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(cpu_copy(value) for value in obj)
+    return obj
+
+
+def state_nbytes(obj: Any) -> int:
+    """Bytes held by the tensors of a nested structure (snapshot cost reporting)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(state_nbytes(value) for value in obj)
+    return 0
+
+
+class SnapshotStore(Protocol):
+    def put(self, name: str, state: dict[str, Any]) -> None: ...
+    def get(self, name: str) -> dict[str, Any]: ...
+    def drop(self, name: str) -> None: ...
+    def names(self) -> list[str]: ...
+
+
+class MemorySnapshots:
+    """Snapshots in host (CPU) memory."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, dict[str, Any]] = {}
+
+    def put(self, name: str, state: dict[str, Any]) -> None:
+        self._states[name] = state
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            return self._states[name]
+        except KeyError:
+            raise KeyError(f"no snapshot named {name!r}; have {sorted(self._states)}") from None
+
+    def drop(self, name: str) -> None:
+        self._states.pop(name, None)
+
+    def names(self) -> list[str]:
+        return sorted(self._states)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``.
+
+    A crash leaves either the old file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class DirectorySnapshots:
+    """Snapshots as ``<directory>/<name>.pt`` files; nothing is kept in memory between calls."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(
+                f"snapshot directory {str(self.directory)!r} cannot be created: {error}"
+            ) from error
+        if not os.access(self.directory, os.W_OK):
+            raise ValueError(f"snapshot directory {str(self.directory)!r} is not writable")
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.pt"
+
+    def put(self, name: str, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self._path(name))
+
+    def get(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
+        if not path.exists():
+            raise KeyError(f"no snapshot named {name!r} in {str(self.directory)!r}")
+        try:
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"snapshot file {str(path)!r} cannot be read safely: {error}") from error
+        return state
+
+    def drop(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        return sorted(path.stem for path in self.directory.glob("*.pt"))

@@ -1,0 +1,273 @@
+"""AALR: binds the decision machine (:mod:`aalr.policy`) to a model and an optimizer.
+
+The tuner carries decisions out: it restores snapshots, sets the LR of every param group
+(keeping their ratios to group 0), averages the loss over ranks under ``torch.distributed`` and
+keeps a history with the reason of every decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from aalr.policy import AALRConfig, AALRPolicy, check_loss_value
+from aalr.snapshot import DirectorySnapshots, MemorySnapshots, SnapshotStore, cpu_copy, state_nbytes
+
+logger = logging.getLogger("aalr")
+
+STATE_FORMAT = 1
+
+
+def as_loss(value: object, name: str = "loss") -> float:
+    """A loss as a float: accepts a Python/NumPy real number or a 0-d tensor, nothing else."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0:
+            raise ValueError(
+                f"{name} must be a 0-d tensor (one number), got a tensor of shape {tuple(value.shape)}"
+            )
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number, got a tensor of dtype {value.dtype}")
+        return float(value.detach().item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float, an int or a 0-d tensor, got {type(value).__name__}: {value!r}"
+        )
+    return float(value)
+
+
+def _set_group_lr(group: dict[str, Any], lr: float) -> None:
+    # Some optimizers keep the LR as a tensor (capturable / compiled steps): update it in place.
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
+class AALR:
+    """The Automated Adaptive Learning Rate tuner (Algorithm 1), for any torch optimizer.
+
+    Args:
+        model: the module being trained; its ``state_dict`` is what snapshots hold.
+        optimizer: any ``torch.optim.Optimizer``. ``eta0`` is param group 0's LR now; every group
+            keeps its current ratio to group 0.
+        initial_loss: the training loss of the initial model (one forward pass over the training
+            set), the first best loss ``L*``. ``None``: unknown; the first epoch of phase 1 (and of
+            each restart) then fails only on a non-finite loss.
+        phase1_patience, window, rollback, restart_best: see :class:`aalr.AALRConfig`.
+        snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
+        sync_distributed: under ``torch.distributed``, decide on the mean loss over ranks (default),
+            so every rank takes the same decision.
+
+    Example::
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        tuner = aalr.AALR(model, optimizer, initial_loss=evaluate(model))
+        for epoch in range(epochs):
+            loss = train_one_epoch(model, optimizer)   # mean training loss of the epoch
+            tuner.step(loss)                           # may restore weights; sets the next LR
+
+    Snapshots: the construction-time weights and optimizer state (the restart point of phase 1,
+    freed when phase 2 starts) and the best checkpoint, copied to the CPU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        initial_loss: float | torch.Tensor | None = None,
+        *,
+        phase1_patience: int = 10,
+        window: str = "p+1",
+        rollback: bool = False,
+        restart_best: str = "initial",
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        sync_distributed: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        for attribute in ("param_groups", "state_dict", "load_state_dict"):
+            if not hasattr(optimizer, attribute):
+                raise TypeError(
+                    f"optimizer must be a torch.optim.Optimizer (it lacks {attribute!r}), "
+                    f"got {type(optimizer).__name__}"
+                )
+        groups = optimizer.param_groups
+        if len(groups) == 0:
+            raise ValueError("optimizer has no param groups; give it the model's parameters")
+        lrs = [float(group["lr"]) for group in groups]
+        for index, lr in enumerate(lrs):
+            if not math.isfinite(lr) or lr < 0:
+                raise ValueError(f"param group {index} has LR {lr}; LRs must be finite and >= 0")
+        if lrs[0] <= 0:
+            raise ValueError(f"param group 0's LR is eta0 and must be > 0, got {lrs[0]}")
+        if not isinstance(sync_distributed, bool):
+            raise TypeError(f"sync_distributed must be True or False, got {sync_distributed!r}")
+        loss0 = None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
+        config = AALRConfig(
+            phase1_patience=phase1_patience, window=window, rollback=rollback, restart_best=restart_best
+        )
+
+        self.model = model
+        self.optimizer = optimizer
+        self.policy = AALRPolicy(initial_loss=loss0, config=config)
+        self.eta0 = lrs[0]
+        self.lr_ratios = [lr / lrs[0] for lr in lrs]
+        self.sync_distributed = sync_distributed
+        self.history: list[dict[str, Any]] = []
+        self.snapshots: SnapshotStore = (
+            MemorySnapshots() if snapshot_dir is None else DirectorySnapshots(snapshot_dir)
+        )
+        self.snapshots.put("initial", self._capture())
+
+    # -- what users read ---------------------------------------------------------------------
+    @property
+    def config(self) -> AALRConfig:
+        return self.policy.config
+
+    @property
+    def lr(self) -> float:
+        """The LR of param group 0 for the next epoch: ``eta0 * 2**k``."""
+        return math.ldexp(self.eta0, self.policy.lr_exponent)
+
+    @property
+    def phase(self) -> int:
+        return self.policy.phase
+
+    @property
+    def best_loss(self) -> float | None:
+        return self.policy.best
+
+    @property
+    def patience(self) -> int:
+        return self.policy.patience
+
+    @property
+    def epoch(self) -> int:
+        return self.policy.epoch
+
+    def snapshot_nbytes(self) -> int:
+        """Bytes of tensor data the snapshots hold now (host memory or disk)."""
+        return sum(state_nbytes(self.snapshots.get(name)) for name in self.snapshots.names())
+
+    # -- the step ----------------------------------------------------------------------------
+    def step(self, loss: float | torch.Tensor) -> dict[str, Any]:
+        """Take the epoch's mean training loss; act; set the next epoch's LR. Returns the history record."""
+        local = as_loss(loss)
+        value = self._mean_over_ranks(local)
+        lr_before = self.lr
+        phase_before = self.phase
+        decision = self.policy.step(value)
+        if decision.action == "restore_initial":
+            self._restore("initial")
+        elif decision.action == "restore_best":
+            self._restore("best")
+        elif decision.action == "save_best":
+            self.snapshots.put("best", self._capture())
+        if self.phase == 2 and "initial" in self.snapshots.names():
+            self.snapshots.drop("initial")  # phase 1 never comes back: free its restart point
+        self._apply_lr()
+        record: dict[str, Any] = {
+            "epoch": self.policy.epoch,
+            "phase": phase_before,
+            "loss": value,
+            "best": self.policy.best,
+            "lr": lr_before,
+            "next_lr": self.lr,
+            "patience": self.policy.patience,
+            "action": decision.action,
+            "reason": decision.reason,
+        }
+        if value != local and not (math.isnan(value) and math.isnan(local)):
+            record["local_loss"] = local
+        self.history.append(record)
+        logger.info(
+            "AALR epoch %d: loss %.6g, %s (lr %.6g -> %.6g)",
+            record["epoch"],
+            value,
+            decision.reason,
+            lr_before,
+            self.lr,
+        )
+        return record
+
+    # -- acting ------------------------------------------------------------------------------
+    def _capture(self) -> dict[str, Any]:
+        return {
+            "model": cpu_copy(self.model.state_dict()),
+            "optimizer": cpu_copy(self.optimizer.state_dict()),
+        }
+
+    def _restore(self, name: str) -> None:
+        snapshot = self.snapshots.get(name)
+        # load_state_dict copies model tensors into the live parameters; the optimizer keeps the
+        # tensors it is given when they already sit on the right device, so give it a copy.
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(cpu_copy(snapshot["optimizer"]))
+
+    def _apply_lr(self) -> None:
+        for group, ratio in zip(self.optimizer.param_groups, self.lr_ratios, strict=True):
+            _set_group_lr(group, self.lr * ratio)
+
+    def _mean_over_ranks(self, loss: float) -> float:
+        if not (self.sync_distributed and dist.is_available() and dist.is_initialized()):
+            return loss
+        backend = str(dist.get_backend())
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend else torch.device("cpu")
+        )
+        total = torch.tensor([loss], dtype=torch.float64, device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total.item()) / dist.get_world_size()
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, snapshots included: plain values and CPU tensors.
+
+        Safe to ``torch.save`` and to read back with ``torch.load(..., weights_only=True)``.
+        """
+        return {
+            "format": STATE_FORMAT,
+            "eta0": self.eta0,
+            "lr_ratios": list(self.lr_ratios),
+            "policy": self.policy.state_dict(),
+            "history": [dict(record) for record in self.history],
+            "snapshots": {name: self.snapshots.get(name) for name in self.snapshots.names()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`. Load the model's and optimizer's own state as usual too."""
+        if not isinstance(state, dict):
+            raise TypeError(f"AALR state must be a dict from AALR.state_dict(), got {type(state).__name__}")
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"AALR state has format {state.get('format')!r}; this version reads {STATE_FORMAT}"
+            )
+        ratios = list(state["lr_ratios"])
+        if len(ratios) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"AALR state has {len(ratios)} param groups, "
+                f"the optimizer has {len(self.optimizer.param_groups)}"
+            )
+        saved_config = AALRConfig(**state["policy"]["config"])
+        if saved_config != self.policy.config:
+            logger.warning(
+                "AALR: resuming with the saved settings %s (constructed with %s)",
+                saved_config,
+                self.policy.config,
+            )
+        self.policy.load_state_dict(state["policy"])
+        self.eta0 = float(state["eta0"])
+        self.lr_ratios = ratios
+        self.history = [dict(record) for record in state["history"]]
+        for name in self.snapshots.names():
+            self.snapshots.drop(name)
+        for name, snapshot in state["snapshots"].items():
+            self.snapshots.put(name, cpu_copy(snapshot))
+        self._apply_lr()

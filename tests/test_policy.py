@@ -1,0 +1,248 @@
+"""Algorithm 1's rules against LR sequences written out by hand, plus property tests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aalr.policy import AALRConfig, AALRPolicy
+from reference_aalr import reference_decisions
+
+NAN = float("nan")
+INF = float("inf")
+
+
+def run(losses, initial_loss=2.3, **config):
+    policy = AALRPolicy(initial_loss=initial_loss, config=AALRConfig(**config))
+    return [(d.lr_exponent, d.action) for d in (policy.step(x) for x in losses)], policy
+
+
+def test_phase1_ten_stable_epochs_then_phase2_doubles():
+    losses = [2.2 - 0.1 * i for i in range(10)]
+    decisions, policy = run(losses)
+    assert decisions == [(0, "none")] * 9 + [(1, "save_best")]
+    assert policy.phase == 2 and policy.patience == 1
+    assert policy.best == pytest.approx(losses[-1])
+
+
+def test_phase1_equal_loss_does_not_fail():
+    decisions, _ = run([2.3, 2.3, 2.3], phase1_patience=3)
+    assert decisions == [(0, "none"), (0, "none"), (1, "save_best")]
+
+
+@pytest.mark.parametrize(
+    ("losses", "expected"),
+    [
+        # a rise above L* restarts: halve, counter back to 0, L* back to the initial 2.3
+        (
+            [2.0, 2.1, 2.2, 2.1, 2.0],
+            [(0, "none"), (-1, "restore_initial"), (-1, "none"), (-1, "none"), (0, "save_best")],
+        ),
+        # NaN and inf restart too; the epoch counter keeps counting
+        (
+            [NAN, INF, 2.2, 2.2, 2.2],
+            [(-1, "restore_initial"), (-2, "restore_initial"), (-2, "none"), (-2, "none"), (-1, "save_best")],
+        ),
+        # above the initial loss in the first epoch
+        ([2.4, 2.2, 2.1, 2.0], [(-1, "restore_initial"), (-1, "none"), (-1, "none"), (0, "save_best")]),
+    ],
+)
+def test_phase1_restarts(losses, expected):
+    decisions, policy = run(losses, phase1_patience=3)
+    assert decisions == expected
+    assert policy.epoch == len(losses)
+
+
+def test_phase1_restart_best_keep_compares_with_best_seen():
+    # "keep": after the restart L* stays 2.0, so the restarted model's 2.2 fails again
+    decisions, _ = run([2.0, 2.1, 2.2, 1.9], phase1_patience=3, restart_best="keep")
+    assert decisions == [(0, "none"), (-1, "restore_initial"), (-2, "restore_initial"), (-2, "none")]
+    decisions, _ = run([2.0, 2.1, 2.2, 1.9], phase1_patience=3)
+    assert decisions == [(0, "none"), (-1, "restore_initial"), (-1, "none"), (-1, "none")]
+
+
+def test_unknown_initial_loss_first_epoch_cannot_fail_on_value():
+    decisions, policy = run([50.0, 49.0, 51.0, 7.0], initial_loss=None, phase1_patience=3)
+    assert decisions == [(0, "none"), (0, "none"), (-1, "restore_initial"), (-1, "none")]
+    assert policy.best == 7.0
+
+
+PHASE2_START = [2.0]  # with phase1_patience=1: one stable epoch, then phase 2 at exponent 1, p=1
+
+
+def test_phase2_windows_of_p_plus_1_by_hand():
+    losses = PHASE2_START + [
+        1.9,
+        1.8,  # window (p=1, 2 epochs): 1.8 < 2.0 -> save, double (exp 2), p=1
+        1.9,
+        1.85,  # miss 1 (1.85 >= 1.8): one more window at exp 2
+        1.9,
+        1.81,  # miss 2: halve (exp 1), p=2
+        1.7,
+        1.7,
+        1.79,  # window of 3: 1.79 < 1.8 -> save, double (exp 2), p=1
+        1.6,
+        1.75,  # 1.75 < 1.79 -> save, exp 3
+    ]
+    decisions, policy = run(losses, phase1_patience=1)
+    assert decisions == [
+        (1, "save_best"),
+        (1, "none"),
+        (2, "save_best"),
+        (2, "none"),
+        (2, "none"),
+        (2, "none"),
+        (1, "none"),
+        (1, "none"),
+        (1, "none"),
+        (2, "save_best"),
+        (2, "none"),
+        (3, "save_best"),
+    ]
+    assert policy.patience == 1 and policy.best == 1.75
+
+
+def test_phase2_window_p_reading():
+    # windows of p epochs: p=1 decides every epoch
+    losses = PHASE2_START + [1.9, 1.95, 1.95, 1.8, 1.8, 1.85, 1.85]
+    decisions, policy = run(losses, phase1_patience=1, window="p")
+    assert decisions == [
+        (1, "save_best"),
+        (2, "save_best"),  # 1.9 < 2.0
+        (2, "none"),  # miss 1
+        (1, "none"),  # miss 2: halve, p=2
+        (1, "none"),
+        (2, "save_best"),  # window of 2 ends at 1.8 < 1.9
+        (2, "none"),  # p=1: 1.85 miss 1
+        (1, "none"),  # miss 2: halve
+    ]
+    assert policy.patience == 2
+
+
+def test_phase2_nan_mid_window_restores_best_at_once():
+    losses = PHASE2_START + [1.9, NAN, 1.95, 1.9, 1.85]
+    decisions, policy = run(losses, phase1_patience=1)
+    assert decisions == [
+        (1, "save_best"),
+        (1, "none"),
+        (0, "restore_best"),  # NaN in the 2nd epoch of the window: restore, halve, p=2
+        (0, "none"),
+        (0, "none"),
+        (1, "save_best"),  # a new window of 3 epochs
+    ]
+    assert policy.patience == 1
+
+
+def test_phase2_rollback_restores_on_the_halving():
+    losses = PHASE2_START + [2.1, 2.1, 2.1, 2.1]
+    plain, _ = run(losses, phase1_patience=1)
+    rolled, _ = run(losses, phase1_patience=1, rollback=True)
+    assert plain[-1] == (0, "none")
+    assert rolled[-1] == (0, "restore_best")
+    assert plain[:-1] == rolled[:-1]
+
+
+def test_section_4_1_walkthrough_halvings_without_improvement():
+    # Section 4.1: without improvement AALR trains 2(p+1) epochs at each LR, then halves and
+    # doubles p: the n-th halving falls 2^(n+1) + 2n - 2 epochs into phase 2 (4, 10, 20, 38).
+    decisions, _ = run(PHASE2_START + [3.0] * 38, phase1_patience=1)
+    phase2 = decisions[1:]
+    halvings = [i + 1 for i in range(1, len(phase2)) if phase2[i][0] < phase2[i - 1][0]]
+    assert halvings == [4, 10, 20, 38]
+    assert [phase2[h - 1][0] for h in halvings] == [0, -1, -2, -3]
+
+
+def test_section_4_1_cycle_three_of_seven_epochs():
+    # "effective training for AALR is for 3 epochs out of the 7 epochs it spent": 2 + 2 epochs at
+    # 2*rho (no improvement), halve, p=2, then 3 epochs that improve and double again.
+    losses = PHASE2_START + [2.5, 2.5, 2.5, 2.5, 1.9, 1.8, 1.7]
+    decisions, _ = run(losses, phase1_patience=1)
+    assert [d[0] for d in decisions[1:]] == [1, 1, 1, 0, 0, 0, 1]
+    assert decisions[-1] == (1, "save_best")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"phase1_patience": 0}, ValueError, r"phase1_patience must be >= 1, got 0"),
+        ({"phase1_patience": 2.5}, TypeError, r"phase1_patience must be an int"),
+        ({"window": "p+2"}, ValueError, r"window must be one of \('p\+1', 'p'\), got 'p\+2'"),
+        ({"rollback": "yes"}, TypeError, r"rollback must be True or False, got 'yes'"),
+        ({"restart_best": "best"}, ValueError, r"restart_best must be one of .*'best'"),
+    ],
+)
+def test_config_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AALRConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(NAN, ValueError), (INF, ValueError), ("2.3", TypeError), (True, TypeError)]
+)
+def test_initial_loss_errors(value, error):
+    with pytest.raises(error, match="initial_loss"):
+        AALRPolicy(initial_loss=value)
+
+
+def test_state_round_trip_continues_identically():
+    losses = PHASE2_START + [1.9, 1.8, 1.9, 1.85, 1.9, NAN, 1.7, 1.6, 1.5]
+    full, _ = run(losses, phase1_patience=1)
+    first = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_patience=1))
+    head = [(d.lr_exponent, d.action) for d in (first.step(x) for x in losses[:5])]
+    second = AALRPolicy()
+    second.load_state_dict(first.state_dict())
+    tail = [(d.lr_exponent, d.action) for d in (second.step(x) for x in losses[5:])]
+    assert head + tail == full
+
+
+# -- property tests against the independent reference ------------------------------------------
+
+loss_values = st.one_of(
+    st.floats(min_value=0.0, max_value=3.0, allow_nan=False),
+    st.sampled_from([NAN, INF, -INF, 1.0, 1.5]),  # repeats make ties likely
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    losses=st.lists(loss_values, max_size=80),
+    initial=st.one_of(st.none(), st.floats(min_value=0.5, max_value=3.0)),
+    patience1=st.integers(min_value=1, max_value=4),
+    window=st.sampled_from(["p+1", "p"]),
+    rollback=st.booleans(),
+)
+def test_policy_matches_reference(losses, initial, patience1, window, rollback):
+    expected = reference_decisions(
+        losses, initial, phase1_patience=patience1, window=window, rollback=rollback
+    )
+    got, _ = run(losses, initial, phase1_patience=patience1, window=window, rollback=rollback)
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(losses=st.lists(loss_values, max_size=80), rollback=st.booleans())
+def test_policy_invariants(losses, rollback):
+    policy = AALRPolicy(initial_loss=2.0, config=AALRConfig(phase1_patience=2, rollback=rollback))
+    previous_patience = policy.patience
+    previous_exponent = 0
+    for loss in losses:
+        phase = policy.phase
+        decision = policy.step(loss)
+        assert abs(decision.lr_exponent - previous_exponent) <= 1  # only doubling or halving
+        p = policy.patience
+        assert p >= 1 and p & (p - 1) == 0  # a power of two
+        if decision.action == "save_best":
+            assert p == 1 and decision.lr_exponent == previous_exponent + 1
+        if decision.action == "restore_best":
+            assert phase == 2 and decision.lr_exponent == previous_exponent - 1 and p == 2 * previous_patience
+            assert (not math.isfinite(loss)) or rollback
+        if decision.action == "restore_initial":
+            assert phase == 1 and decision.lr_exponent == previous_exponent - 1
+        if phase == 2 and decision.lr_exponent < previous_exponent and decision.action == "none":
+            assert p == 2 * previous_patience and not rollback
+        if policy.phase == 2 and policy.best is not None:
+            assert math.isfinite(policy.best)
+        previous_patience, previous_exponent = p, decision.lr_exponent

@@ -1,0 +1,376 @@
+"""The tuner: acting on decisions (restores, LRs), state, resume equivalence, errors."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import aalr
+from aalr import AALR
+
+NAN = float("nan")
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def data(seed: int = 1, n: int = 32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def train_epoch(model, optimizer, x, y, batches: int = 2) -> float:
+    model.train()
+    losses = []
+    for xb, yb in zip(x.chunk(batches), y.chunk(batches), strict=True):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def optimizer_tensors(optimizer) -> list[torch.Tensor]:
+    return [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_scripted_losses_drive_lr_and_restores(name):
+    model = tiny_model()
+    optimizer = OPTIMIZERS[name](model.parameters())
+    eta0 = optimizer.param_groups[0]["lr"]
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    x, y = data()
+    lrs = []
+    for scripted in [1.9, 1.8, 1.7, NAN, 1.6]:
+        lrs.append(optimizer.param_groups[0]["lr"])
+        train_epoch(model, optimizer, x, y)
+        tuner.step(scripted)
+    # 1.9 ends phase 1 (x2); window [1.8, 1.7] improves (x2); NaN restores best and halves
+    assert lrs == [eta0, 2 * eta0, 2 * eta0, 4 * eta0, 2 * eta0]
+    assert [r["action"] for r in tuner.history] == ["save_best", "none", "save_best", "restore_best", "none"]
+    assert tuner.lr == optimizer.param_groups[0]["lr"] == 2 * eta0
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_restore_best_is_exact_and_repeatable(name):
+    model = tiny_model()
+    optimizer = OPTIMIZERS[name](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    x, y = data()
+    train_epoch(model, optimizer, x, y)
+    tuner.step(1.0)  # phase 1 done: the best checkpoint is taken here
+    best_model = params(model)
+    best_opt = [t.clone() for t in optimizer_tensors(optimizer)]
+    assert best_opt, "the optimizer should have state after an epoch"
+    for _ in range(2):  # train away, then NaN -> restore; twice from the same snapshot
+        train_epoch(model, optimizer, x, y)
+        assert not torch.equal(params(model)["0.weight"], best_model["0.weight"])
+        tuner.step(NAN)
+        assert_same_state(params(model), best_model)
+        for live, saved in zip(optimizer_tensors(optimizer), best_opt, strict=True):
+            assert torch.equal(live, saved)
+    # restored tensors share no storage with the snapshot
+    snapshot = tuner.snapshots.get("best")
+    live_ptrs = {t.data_ptr() for t in list(model.state_dict().values()) + optimizer_tensors(optimizer)}
+    snap_ptrs = {t.data_ptr() for t in snapshot["model"].values()}
+    snap_ptrs |= {
+        t.data_ptr()
+        for s in snapshot["optimizer"]["state"].values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor)
+    }
+    assert not live_ptrs & snap_ptrs
+
+
+def test_phase1_restart_restores_initial_weights_and_fresh_optimizer():
+    model = tiny_model()
+    initial = params(model)
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0)
+    x, y = data()
+    train_epoch(model, optimizer, x, y)
+    tuner.step(1.5)
+    train_epoch(model, optimizer, x, y)
+    assert optimizer.state  # momentum buffers exist
+    record = tuner.step(2.5)  # above L*=1.5: restart
+    assert record["action"] == "restore_initial"
+    assert_same_state(params(model), initial)
+    assert not optimizer.state  # no momentum
+    assert optimizer.param_groups[0]["lr"] == 0.05
+    assert tuner.best_loss == 2.0
+    assert "initial" in tuner.snapshots.names()
+
+
+def test_initial_snapshot_freed_in_phase2():
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=2)
+    tuner.step(1.9)
+    assert tuner.snapshots.names() == ["initial"]
+    tuner.step(1.8)
+    assert tuner.snapshots.names() == ["best"]
+
+
+def test_two_param_groups_keep_their_ratio():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[3].parameters(), "lr": 0.025}], lr=0.1
+    )
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    for loss in [1.0, 0.9, 0.8, NAN]:
+        tuner.step(loss)
+        lr0, lr1 = (g["lr"] for g in optimizer.param_groups)
+        assert lr1 == pytest.approx(lr0 / 4)
+    assert optimizer.param_groups[0]["lr"] == 0.2
+
+
+def test_lr_is_always_eta0_times_power_of_two():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=2)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        tuner.step(float(rng.choice([NAN, 2.5, 1.0, 0.5, 0.1])) * rng.uniform(0.9, 1.1))
+        mantissa, _ = math.frexp(optimizer.param_groups[0]["lr"] / 0.3)
+        assert mantissa == 0.5
+
+
+def test_step_accepts_numbers_and_0d_tensors():
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=torch.tensor(2.0))
+    for loss in [1.9, 1, torch.tensor(1.0), np.float32(0.9), torch.tensor(0.8, dtype=torch.float64)]:
+        tuner.step(loss)
+    assert tuner.history[-1]["loss"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    ("loss", "error", "match"),
+    [
+        ("1.0", TypeError, r"loss must be a float, an int or a 0-d tensor, got str: '1.0'"),
+        (True, TypeError, r"got bool"),
+        (None, TypeError, r"got NoneType"),
+        (torch.tensor([1.0, 2.0]), ValueError, r"0-d tensor .* shape \(2,\)"),
+        ([1.0], TypeError, r"got list"),
+    ],
+)
+def test_step_rejects_bad_losses(loss, error, match):
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()))
+    with pytest.raises(error, match=match):
+        tuner.step(loss)
+    assert tuner.epoch == 0 and not tuner.history  # nothing was lost or changed
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (
+            lambda m: AALR("model", torch.optim.SGD(m.parameters(), lr=0.1)),
+            TypeError,
+            "model must be a torch.nn.Module",
+        ),
+        (lambda m: AALR(m, object()), TypeError, "optimizer must be a torch.optim.Optimizer"),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.0)),
+            ValueError,
+            r"eta0 and must be > 0, got 0.0",
+        ),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.1), initial_loss=float("nan")),
+            ValueError,
+            "initial_loss must be finite",
+        ),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.1), window="epoch"),
+            ValueError,
+            "window must be one of",
+        ),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.1), phase1_patience=-1),
+            ValueError,
+            "phase1_patience must be >= 1, got -1",
+        ),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.1), initial_loss="2"),
+            TypeError,
+            "initial_loss",
+        ),
+        (
+            lambda m: AALR(m, torch.optim.SGD(m.parameters(), lr=0.1), sync_distributed=1),
+            TypeError,
+            "sync_distributed",
+        ),
+    ],
+)
+def test_constructor_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make(tiny_model())
+
+
+def test_no_param_groups_error():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer.param_groups.clear()
+    with pytest.raises(ValueError, match="no param groups"):
+        AALR(model, optimizer)
+
+
+def test_negative_group_lr_error():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[3].parameters()}], lr=0.1
+    )
+    optimizer.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param group 1 has LR -1.0"):
+        AALR(model, optimizer)
+
+
+def test_every_decision_is_logged_with_its_reason(caplog):
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=1)
+    with caplog.at_level(logging.INFO, logger="aalr"):
+        tuner.step(1.5)
+        tuner.step(NAN)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "phase 1 done" in messages[0] and "not finite" in messages[1]
+    assert [r["reason"] for r in tuner.history] == [
+        m.split(", ", 1)[1].rsplit(" (lr", 1)[0] for m in messages
+    ]
+
+
+def save_load(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_state_dict_is_weights_only_loadable_and_plain():
+    model = tiny_model()
+    optimizer = OPTIMIZERS["adam"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    x, y = data()
+    train_epoch(model, optimizer, x, y)
+    tuner.step(1.0)
+    tuner.step(NAN)
+    state = save_load(tuner.state_dict())
+    assert state["policy"]["lr_exponent"] == 0 and state["history"][1]["action"] == "restore_best"
+    assert set(state["snapshots"]) == {"best"}
+
+
+def run_training(epochs, scripted, *, resume_at=None, tmp_path=None, rollback=False, snapshot_dir=None):
+    """Train for real; feed the tuner the real loss, or a scripted one where given (NaN forces restores)."""
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(
+        model, optimizer, initial_loss=1.2, phase1_patience=2, rollback=rollback, snapshot_dir=snapshot_dir
+    )
+    x, y = data()
+    lrs = []
+    for epoch in range(epochs):
+        if resume_at is not None and epoch == resume_at:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "tuner": tuner.state_dict(),
+                },
+                tmp_path / "ckpt.pt",
+            )
+            model = tiny_model(seed=99)  # fresh objects, different weights
+            optimizer = OPTIMIZERS["sgd"](model.parameters())
+            tuner = AALR(
+                model,
+                optimizer,
+                initial_loss=5.0,
+                phase1_patience=2,
+                rollback=rollback,
+                snapshot_dir=snapshot_dir,
+            )
+            ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            tuner.load_state_dict(ckpt["tuner"])
+        lrs.append(optimizer.param_groups[0]["lr"])
+        loss = train_epoch(model, optimizer, x, y)
+        tuner.step(scripted.get(epoch, loss))
+    return lrs, params(model), tuner
+
+
+@pytest.mark.parametrize("rollback", [False, True])
+@pytest.mark.parametrize("resume_at", [1, 3, 6])
+def test_resume_equivalence_including_restores_after_resume(tmp_path, resume_at, rollback):
+    scripted = {0: 1.1, 1: 1.0, 5: NAN, 8: 5.0, 9: 5.0, 10: 5.0, 11: 5.0, 12: NAN}
+    lrs, weights, tuner = run_training(14, scripted, rollback=rollback)
+    actions = [r["action"] for r in tuner.history]
+    assert "restore_best" in actions[resume_at:]  # a restore happens after the resume point
+    lrs2, weights2, tuner2 = run_training(
+        14, scripted, resume_at=resume_at, tmp_path=tmp_path, rollback=rollback
+    )
+    assert lrs2 == lrs
+    assert_same_state(weights2, weights)
+    assert [r["action"] for r in tuner2.history] == actions
+
+
+def test_directory_snapshots_behave_like_memory(tmp_path):
+    scripted = {0: 1.1, 1: 1.0, 5: NAN, 9: NAN}
+    lrs, weights, _ = run_training(12, scripted)
+    lrs2, weights2, tuner = run_training(12, scripted, snapshot_dir=tmp_path / "snaps")
+    assert lrs2 == lrs
+    assert_same_state(weights2, weights)
+    assert sorted(p.name for p in (tmp_path / "snaps").glob("*.pt")) == ["best.pt"]
+    assert tuner.snapshot_nbytes() > 0
+
+
+def test_directory_snapshot_refuses_pickled_objects(tmp_path):
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), snapshot_dir=tmp_path)
+
+    torch.save({"model": argparse.Namespace(lr=0.1), "optimizer": {}}, tmp_path / "initial.pt")
+    with pytest.raises(ValueError, match=r"initial.pt.*cannot be read safely"):
+        tuner.snapshots.get("initial")
+
+
+def test_load_state_dict_errors():
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()))
+    with pytest.raises(TypeError, match="AALR state must be a dict"):
+        tuner.load_state_dict([1])
+    state = tuner.state_dict()
+    with pytest.raises(ValueError, match="format 99"):
+        tuner.load_state_dict({**state, "format": 99})
+    with pytest.raises(ValueError, match="2 param groups, the optimizer has 1"):
+        tuner.load_state_dict({**state, "lr_ratios": [1.0, 0.5]})
+
+
+def test_public_api():
+    assert aalr.__version__
+    assert {"AALR", "AALRConfig", "AALRPolicy"} <= set(aalr.__all__)
