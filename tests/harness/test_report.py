@@ -1,0 +1,411 @@
+"""Tests of the results report (aalr.harness.report) on run folders written by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aalr.harness.report import (
+    collect,
+    plot_accuracy,
+    plot_batchsize,
+    plot_lr_trajectories,
+    scaling_guides,
+    summarize,
+    to_csv,
+    to_markdown,
+    write_report,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(
+    root: Path,
+    experiment: str,
+    method: str,
+    seed: int,
+    *,
+    final: float,
+    peak: float,
+    status: str = "finished",
+    epochs: int = 4,
+    lrs: list[float] | None = None,
+    accs: list[float] | None = None,
+    config: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    metrics_extra: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Writes config.json, metrics.jsonl and summary.json the way train.py does."""
+    run_dir = root / experiment / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    lrs = lrs or [0.1 * 2 ** (i % 3) for i in range(epochs)]
+    accs = accs or [peak * (i + 1) / epochs for i in range(epochs)]
+    cfg = {
+        "dataset": "cifar10",
+        "model": "resnet18",
+        "method": method,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": 128,
+        "adversarial": None,
+        "augment": {"flip": True},
+        "suite": "t",
+        "experiment": experiment,
+    }
+    cfg.update(config or {})
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    lines = []
+    for i in range(epochs):
+        row = {
+            "epoch": i + 1,
+            "lr": lrs[i],
+            "train_loss": 1.0 / (i + 1),
+            "test_loss": None,
+            "test_acc": accs[i],
+        }
+        row.update((metrics_extra or [{}] * epochs)[i])
+        lines.append(json.dumps(row))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    summ = {
+        "status": status,
+        "method": method,
+        "dataset": cfg["dataset"],
+        "model": cfg["model"],
+        "seed": seed,
+        "epochs": epochs,
+        "final_test_acc": final,
+        "peak_test_acc": peak,
+        "peak_epoch": epochs,
+        "lr_trajectory": lrs,
+        "wall_seconds": 10.0 + seed,
+        "experiment": experiment,
+        "suite": "t",
+    }
+    summ.update(summary or {})
+    (run_dir / "summary.json").write_text(json.dumps(summ))
+    return run_dir
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Experiment "e1": aalr with 3 seeds, sgdr with 3 seeds of which one diverged, adam with 1 seed."""
+    root = tmp_path / "runs"
+    for seed, (final, peak) in enumerate([(0.90, 0.91), (0.92, 0.93), (0.85, 0.88)]):
+        make_run(root, "e1", "aalr", seed, final=final, peak=peak)
+    for seed, (final, peak, status) in enumerate(
+        [(0.80, 0.82, "finished"), (0.10, 0.10, "diverged"), (0.84, 0.86, "finished")]
+    ):
+        make_run(root, "e1", "sgdr", seed, final=final, peak=peak, status=status)
+    make_run(root, "e1", "adam", 0, final=0.70, peak=0.75)
+    return root
+
+
+def entry(summary_rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    return next(e for e in summary_rows if e["method"] == method)
+
+
+# ---------------------------------------------------------------------------------------------
+# collect
+
+
+def test_collect_joins_config_summary_and_metrics_and_ignores_unfinished_runs(results: Path) -> None:
+    unfinished = results / "e1" / "clr" / "seed0"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.json").write_text(json.dumps({"method": "clr"}))
+    (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    cut_short = results / "e1" / "clr" / "seed1"
+    cut_short.mkdir(parents=True)
+    (cut_short / "summary.json").write_text('{"status": "fini')
+
+    rows = collect(results)
+    assert len(rows) == 7
+    assert {r["method"] for r in rows} == {"aalr", "sgdr", "adam"}
+    row = next(r for r in rows if r["method"] == "aalr" and r["seed"] == 1)
+    assert row["final_test_acc"] == 0.92  # from the summary
+    assert row["batch_size"] == 128  # from the config
+    assert row["config"]["augment"] == {"flip": True}
+    assert [m["epoch"] for m in row["metrics"]] == [1, 2, 3, 4]
+    assert row["metrics"][0]["test_loss"] is None
+    assert Path(row["run_dir"]) == results / "e1" / "aalr" / "seed1"
+
+
+def test_collect_keeps_the_suite_order_when_the_runner_wrote_it(results: Path) -> None:
+    order = [("e1", m, s) for s in (0, 1, 2) for m in ("sgdr", "aalr", "adam")]
+    (results / "suite.json").write_text(
+        json.dumps({"name": "t", "runs": [{"run_dir": f"{e}/{m}/seed{s}"} for e, m, s in order]})
+    )
+    rows = collect(results)
+    listed = [o for o in order if (results / o[0] / o[1] / f"seed{o[2]}").is_dir()]
+    assert [(r["experiment"], r["method"], r["seed"]) for r in rows] == listed
+    assert [e["method"] for e in summarize(rows)] == ["sgdr", "aalr", "adam"]
+
+
+def test_collect_without_suite_order_sorts_by_folder(results: Path) -> None:
+    rows = collect(results)
+    assert [Path(r["run_dir"]).relative_to(results).as_posix() for r in rows] == sorted(
+        Path(r["run_dir"]).relative_to(results).as_posix() for r in rows
+    )
+
+
+def test_collect_rejects_broken_metrics_and_missing_folders(results: Path, tmp_path: Path) -> None:
+    with (results / "e1" / "adam" / "seed0" / "metrics.jsonl").open("a") as handle:
+        handle.write('{"epoch": 5, "lr": \n')
+    with pytest.raises(ValueError, match=r"adam.seed0.metrics\.jsonl, line 5: not valid JSON"):
+        collect(results)
+    with pytest.raises(ValueError, match=r"results folder .*nowhere does not exist"):
+        collect(tmp_path / "nowhere")
+
+
+def test_runs_outside_a_suite_are_grouped_by_dataset_and_model(tmp_path: Path) -> None:
+    make_run(
+        tmp_path,
+        "x",
+        "aalr",
+        0,
+        final=0.5,
+        peak=0.6,
+        config={"experiment": None},
+        summary={"experiment": None},
+    )
+    assert collect(tmp_path)[0]["experiment"] == "cifar10-resnet18"
+
+
+# ---------------------------------------------------------------------------------------------
+# summarize
+
+
+def test_summarize_means_sample_std_worst_and_failures(results: Path) -> None:
+    summary = summarize(collect(results))
+    assert [(e["experiment"], e["method"]) for e in summary] == [
+        ("e1", "aalr"),
+        ("e1", "adam"),
+        ("e1", "sgdr"),
+    ]
+
+    aalr = entry(summary, "aalr")
+    assert aalr["n"] == 3 and aalr["failed"] == 0
+    # finals 0.90, 0.92, 0.85: mean 0.89; deviations 0.01, 0.03, -0.04; sum of squares 0.0026 / (3 - 1)
+    assert aalr["final_mean"] == pytest.approx(0.89)
+    assert aalr["final_std"] == pytest.approx(math.sqrt(0.0013))
+    assert aalr["final_worst"] == pytest.approx(0.85)
+    # peaks 0.91, 0.93, 0.88: mean 2.72 / 3; deviations 0.01/3, 0.07/3, -0.08/3;
+    # sum of squares (0.0001 + 0.0049 + 0.0064) / 9 = 0.0114 / 9, divided by 3 - 1
+    assert aalr["peak_mean"] == pytest.approx(2.72 / 3)
+    assert aalr["peak_std"] == pytest.approx(math.sqrt(0.0114 / 9 / 2))
+    assert aalr["wall_seconds_mean"] == pytest.approx(11.0)
+    assert (aalr["dataset"], aalr["model"], aalr["batch_size"], aalr["epochs"]) == (
+        "cifar10",
+        "resnet18",
+        128,
+        4,
+    )
+
+    sgdr = entry(summary, "sgdr")
+    assert sgdr["failed"] == 1
+    # The diverged run counts as measured: finals 0.80, 0.10, 0.84.
+    assert sgdr["final_mean"] == pytest.approx(1.74 / 3)
+    assert sgdr["final_worst"] == pytest.approx(0.10)
+
+    adam = entry(summary, "adam")
+    assert adam["n"] == 1
+    assert adam["final_std"] is None and adam["peak_std"] is None
+    assert adam["final_mean"] == pytest.approx(0.70)
+
+
+def test_summarize_robust_accuracies_and_chosen_lr(tmp_path: Path) -> None:
+    adversarial = {"kind": "pgd", "epsilon": 8 / 255, "alpha": 2 / 255, "steps": 7}
+    for seed, (fgsm, pgd, lr) in enumerate(
+        [((0.50, 0.55), (0.40, 0.45), 0.1), ((0.54, 0.57), (0.44, 0.46), 0.05)]
+    ):
+        make_run(
+            tmp_path,
+            "adv",
+            "step",
+            seed,
+            final=0.80,
+            peak=0.82,
+            config={"adversarial": adversarial},
+            summary={
+                "robust": {
+                    "fgsm": {"final": fgsm[0], "peak": fgsm[1]},
+                    "pgd": {"final": pgd[0], "peak": pgd[1], "steps": 10},
+                },
+                "chosen_lr": lr,
+                "lr_grid": {"0.1": 0.7, "0.05": 0.72},
+            },
+        )
+    (step,) = summarize(collect(tmp_path))
+    assert step["fgsm_n"] == 2 and step["pgd_n"] == 2
+    assert step["fgsm_final_mean"] == pytest.approx(0.52)
+    assert step["fgsm_final_std"] == pytest.approx(math.sqrt(2 * 0.02**2))
+    assert step["fgsm_peak_mean"] == pytest.approx(0.56)
+    assert step["pgd_final_mean"] == pytest.approx(0.42)
+    assert step["pgd_peak_mean"] == pytest.approx(0.455)
+    assert step["pgd_steps"] == 10
+    assert step["chosen_lr_mean"] == pytest.approx(0.075)
+    assert step["adversarial"] == adversarial
+
+    text = to_markdown([step])
+    assert (
+        "| Method | Seeds | Clean Final acc (%) mean ± std | Worst seed | Clean Peak acc (%) mean ± std |"
+        in text
+    )
+    assert (
+        "FGSM final (%) | FGSM peak (%) | PGD-10 final (%) | PGD-10 peak (%) | Chosen LR (mean) | Failed |"
+        in text
+    )
+    assert "| step | 2 | 80.00 ± 0.00 | 80.00 | 82.00 ± 0.00 | 52.00 ± 2.83 | 56.00 ± 1.41 |" in text
+    assert "| 42.00 ± 2.83 | 45.50 ± 0.71 | 0.075 | 0/2 |" in text
+    assert "adversarial training with PGD (ε = 8/255, α = 2/255, 7 steps)" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_markdown_has_the_paper_layout_and_marks_failures(results: Path) -> None:
+    text = to_markdown(summarize(collect(results)), title="Table 1")
+    assert text.startswith("# Table 1\n")
+    assert "## e1: cifar10 / resnet18, 4 epochs, batch size 128" in text
+    assert (
+        "| Method | Seeds | Final acc (%) mean ± std | Worst seed | Peak acc (%) mean ± std | Failed |"
+        in text
+    )
+    # Hand-computed: 100 * sqrt(0.0013) = 3.6056, 100 * sqrt(0.0114 / 18) = 2.5166, 100 * 2.72 / 3 = 90.667.
+    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 0/3 |" in text
+    # sgdr finals 0.80, 0.10, 0.84: mean 58.00; deviations 22, -48, 26 points -> std sqrt(3464 / 2) = 41.62.
+    assert "| sgdr | 3 | 58.00 ± 41.62 † | 10.00 † | 59.33 ± 42.77 † | 1/3 |" in text
+    assert "| adam | 1 | 70.00 ± – | 70.00 | 75.00 ± – | 0/1 |" in text
+    assert "sample standard deviation (ddof=1)" in text
+    assert "– where there is only one seed" in text
+    assert "paper's Tables 1-4 report peak accuracy" in text
+    assert "† Some runs of this method diverged" in text
+
+
+def test_markdown_has_one_table_per_experiment(results: Path) -> None:
+    make_run(results, "e2", "aalr", 0, final=0.6, peak=0.7, config={"model": "vgg16", "batch_size": 64})
+    text = to_markdown(summarize(collect(results)))
+    assert text.count("| Method | Seeds |") == 2
+    assert "## e2: cifar10 / vgg16, 4 epochs, batch size 64" in text
+    assert "†" not in text.split("## e2")[1].split("- Accuracies")[0]
+
+
+def test_csv_parses_back_to_the_summary(results: Path) -> None:
+    summary = summarize(collect(results))
+    parsed = list(csv.DictReader(io.StringIO(to_csv(summary))))
+    assert [r["method"] for r in parsed] == [e["method"] for e in summary]
+    for row, e in zip(parsed, summary, strict=True):
+        assert row["experiment"] == "e1"
+        assert int(row["n"]) == e["n"] and int(row["failed"]) == e["failed"]
+        assert float(row["final_mean"]) == pytest.approx(e["final_mean"])
+        assert float(row["peak_mean"]) == pytest.approx(e["peak_mean"])
+        assert float(row["final_worst"]) == pytest.approx(e["final_worst"])
+        if e["final_std"] is None:
+            assert row["final_std"] == ""
+        else:
+            assert float(row["final_std"]) == pytest.approx(e["final_std"])
+        assert row["fgsm_final_mean"] == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def png_width(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 5000, "a plot with lines and labels is more than a few bytes"
+    return int(struct.unpack(">I", data[16:20])[0])
+
+
+def test_lr_and_accuracy_plots_are_pngs(results: Path, tmp_path: Path) -> None:
+    rows = collect(results)
+    assert png_width(plot_lr_trajectories(rows, tmp_path / "lr.png", experiment="e1")) > 100
+    assert png_width(plot_accuracy(rows, tmp_path / "plots" / "acc.png")) > 100
+    with pytest.raises(ValueError, match=r"no runs of experiment 'e9' to plot; experiments: e1"):
+        plot_lr_trajectories(rows, tmp_path / "x.png", experiment="e9")
+    with pytest.raises(ValueError, match=r"no runs of experiment 'e9'"):
+        plot_accuracy(rows, tmp_path / "x.png", experiment="e9")
+
+
+def test_accuracy_plot_draws_robust_curves_where_present(tmp_path: Path) -> None:
+    extra = [{"fgsm_acc": 0.3}, {}, {"fgsm_acc": 0.4, "pgd_acc": 0.35}, {}]
+    make_run(tmp_path / "runs", "adv", "aalr", 0, final=0.8, peak=0.8, metrics_extra=extra)
+    assert png_width(plot_accuracy(collect(tmp_path / "runs"), tmp_path / "acc.png")) > 100
+
+
+def test_scaling_guides_by_hand() -> None:
+    guides = scaling_guides(0.1, 32, [32, 128, 512])
+    assert guides[32] == pytest.approx((0.1, 0.1))
+    assert guides[128] == pytest.approx((0.2, 0.4))  # sqrt(4) = 2, 128 / 32 = 4
+    assert guides[512] == pytest.approx((0.4, 1.6))  # sqrt(16) = 4, 512 / 32 = 16
+    with pytest.raises(ValueError, match=r"reference batch size must be positive, got 0"):
+        scaling_guides(0.1, 0, [32])
+
+
+def batchsize_runs(root: Path, erasing: bool) -> None:
+    fmnist = {"dataset": "fashion-mnist", "model": "resnet20"}
+    for batch_size, lr in ((32, 0.025), (128, 0.1), (512, 0.2)):
+        for seed in (0, 1):
+            lrs = [lr, 2 * lr, lr, lr / 2]
+            config = {"batch_size": batch_size, **fmnist}
+            make_run(root, f"bs{batch_size}", "aalr", seed, final=0.9, peak=0.95, lrs=lrs, config=config)
+    if erasing:
+        config = {"batch_size": 128, "augment": {"flip": True, "random_erasing": 0.5}, **fmnist}
+        make_run(root, "bs128-erasing", "aalr", 0, final=0.9, peak=0.95, lrs=[0.05] * 4, config=config)
+    make_run(root, "bs128", "step", 0, final=0.9, peak=0.95, config={"batch_size": 128})
+
+
+def test_batchsize_plot_has_a_panel_for_random_erasing(tmp_path: Path) -> None:
+    batchsize_runs(tmp_path / "plain", erasing=False)
+    batchsize_runs(tmp_path / "both", erasing=True)
+    one = png_width(plot_batchsize(collect(tmp_path / "plain"), tmp_path / "one.png"))
+    two = png_width(plot_batchsize(collect(tmp_path / "both"), tmp_path / "two.png"))
+    assert two > 1.6 * one
+    with pytest.raises(
+        ValueError, match=r"no runs of method 'dog' with a batch size to plot; methods: aalr, step"
+    ):
+        plot_batchsize(collect(tmp_path / "plain"), tmp_path / "x.png", method="dog")
+
+
+# ---------------------------------------------------------------------------------------------
+# write_report
+
+
+def test_write_report_writes_tables_and_plots(results: Path, tmp_path: Path) -> None:
+    make_run(results, "e2", "aalr", 0, final=0.6, peak=0.7)
+    out = tmp_path / "report"
+    path = write_report(results, out)
+    assert path == out / "report.md"
+    text = path.read_text()
+    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 0/3 |" in text
+    assert "![e1: learning rate](lr_e1.png)" in text
+    for name in ("lr_e1.png", "acc_e1.png", "lr_e2.png", "acc_e2.png"):
+        png_width(out / name)
+    assert not list(out.glob("batchsize_*.png")), "one batch size: no batch-size plot"
+    parsed = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [(r["experiment"], r["method"]) for r in parsed] == [
+        ("e1", "aalr"), ("e1", "adam"), ("e1", "sgdr"), ("e2", "aalr"),
+    ]  # fmt: skip
+
+
+def test_write_report_adds_the_batchsize_plot_and_defaults_to_the_root(tmp_path: Path) -> None:
+    batchsize_runs(tmp_path, erasing=True)
+    path = write_report(tmp_path)
+    assert path == tmp_path / "report.md"
+    png_width(tmp_path / "batchsize_fashion-mnist_resnet20.png")
+    assert "(batchsize_fashion-mnist_resnet20.png)" in path.read_text()
+
+
+def test_write_report_without_finished_runs_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "e" / "aalr" / "seed0").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"no finished runs \(folders with summary.json\) under"):
+        write_report(tmp_path)
