@@ -1,0 +1,501 @@
+"""Tests for aalr.harness.methods: every method builds, trains, saves and resumes exactly; the
+schedules give LR sequences written out by hand; SGD-HD matches its slow reference."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import math
+import sys
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aalr.harness import methods
+from aalr.harness.methods import (
+    METHODS,
+    PEER_METHODS,
+    SGDHD,
+    SGDHDReference,
+    build_method,
+    default_lr,
+    describe,
+    step_schedule,
+)
+
+STEPS = 3  # batches per "epoch" in these tests
+
+
+def tiny_model(seed: int = 0, batchnorm: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(4, 8)]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(8))
+    layers += [nn.ReLU(), nn.Linear(8, 3)]
+    return nn.Sequential(*layers)
+
+
+def batch(epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 * epoch + index)
+    return torch.randn(4, 4, generator=generator), torch.randint(0, 3, (4,), generator=generator)
+
+
+def train(
+    method: methods.Method, model: nn.Module, epochs: range, steps: int = STEPS
+) -> tuple[list[float], list[float], list[dict[str, str]]]:
+    """The training loop's call order; returns the LR before each batch, the losses, the outcomes."""
+    lrs, losses, outcomes = [], [], []
+    for epoch in epochs:
+        model.train()
+        method.train_mode()
+        total = 0.0
+        for index in range(steps):
+            x, y = batch(epoch, index)
+            lrs.append(method.lr)
+            method.optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            method.optimizer.step()
+            method.after_batch()
+            losses.append(loss.item())
+            total += loss.item()
+        outcomes.append(method.end_epoch(total / steps))
+        model.eval()
+        method.eval_mode()
+    return lrs, losses, outcomes
+
+
+def build(name: str, model: nn.Module, **kwargs: Any) -> methods.Method:
+    kwargs.setdefault("epochs", 4)
+    kwargs.setdefault("steps_per_epoch", STEPS)
+    kwargs.setdefault("model_name", "mlp")
+    kwargs.setdefault("initial_loss", 1.1)
+    return build_method(name, model, **kwargs)
+
+
+def lrs_by_batch(name: str, epochs: int, steps: int, **kwargs: Any) -> list[float]:
+    model = tiny_model()
+    method = build(name, model, epochs=epochs, steps_per_epoch=steps, **kwargs)
+    lrs, _, _ = train(method, model, range(epochs), steps)
+    return [*lrs, method.lr]
+
+
+# ---------------------------------------------------------------------------------------------
+# every method
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_trains_two_epochs(name: str) -> None:
+    model = tiny_model()
+    method = build(name, model, epochs=2)
+    lrs, losses, outcomes = train(method, model, range(2))
+    assert method.name == name
+    assert len(losses) == 2 * STEPS and all(math.isfinite(loss) for loss in losses)
+    assert all(math.isfinite(lr) and lr >= 0 for lr in [*lrs, method.lr])
+    assert method.lr > 0
+    for outcome in outcomes:
+        assert set(outcome) == {"action", "reason"}
+        assert isinstance(outcome["action"], str) and outcome["reason"]
+    assert method.per_batch == (name in ("sgdr", "clr"))
+    assert json.loads(json.dumps(method.settings))["method"] == name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_state_round_trips_and_resumes_exactly(name: str) -> None:
+    model = tiny_model(seed=0)
+    method = build(name, model)
+    train(method, model, range(2))
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+
+    lrs_on, losses_on, outcomes_on = train(method, model, range(2, 4))
+
+    fresh_model = tiny_model(seed=1)  # different weights: everything must come from the checkpoint
+    fresh = build(name, fresh_model)
+    fresh_model.load_state_dict(checkpoint["model"])
+    fresh.load_state_dict(checkpoint["method"])
+    lrs_resumed, losses_resumed, outcomes_resumed = train(fresh, fresh_model, range(2, 4))
+
+    assert lrs_resumed == lrs_on
+    assert losses_resumed == losses_on
+    assert outcomes_resumed == outcomes_on
+    assert fresh.lr == method.lr
+    for a, b in zip(model.state_dict().values(), fresh_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_aalr_methods_wire_the_tuner() -> None:
+    sgd = build("aalr", tiny_model())
+    rollback = build("aalr-rollback", tiny_model())
+    adam = build("aalr-adam", tiny_model())
+    assert isinstance(sgd.optimizer, torch.optim.SGD) and isinstance(adam.optimizer, torch.optim.Adam)
+    assert sgd.lr == 0.1 and adam.lr == 1e-3
+    assert sgd.optimizer.param_groups[0]["momentum"] == 0.9
+    assert sgd.optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert adam.optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert sgd.tuner.config.rollback is False  # type: ignore[attr-defined]
+    assert rollback.tuner.config.rollback is True  # type: ignore[attr-defined]
+    # tuner options pass through, optimizer options too
+    patient = build("aalr", tiny_model(), phase1_patience=3, momentum=0.5)
+    assert patient.tuner.config.phase1_patience == 3  # type: ignore[attr-defined]
+    assert patient.optimizer.param_groups[0]["momentum"] == 0.5
+
+
+def test_aalr_end_epoch_reports_the_tuners_decision() -> None:
+    model = tiny_model()
+    method = build("aalr", model, initial_loss=1e-9)  # no epoch can beat it: phase 1 restarts
+    _, _, outcomes = train(method, model, range(2))
+    last = method.tuner.history[-1]  # type: ignore[attr-defined]
+    assert outcomes[-1] == {"action": last["action"], "reason": last["reason"]}
+    assert method.lr == last["next_lr"]
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules, by hand
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model_name", "epochs", "expected"),
+    [
+        ("resnet18", 200, (0.1, [60, 120, 160], 0.2)),
+        ("resnet18", 10, (0.1, [3, 6, 8], 0.2)),
+        ("resnet18", 2, (0.1, [1, 1, 2], 0.2)),  # milestones that collide keep the total decay
+        ("resnet20", 182, (0.1, [91, 137], 0.1)),  # 32k/64k and 48k/64k iterations
+        ("resnet20", 8, (0.1, [4, 6], 0.1)),
+        ("wrn-28-10", 200, (0.1, [60, 120, 160], 0.2)),
+        ("wrn-34-10", 20, (0.1, [6, 12, 16], 0.2)),
+        ("vgg16", 300, (0.05, [30, 60, 90, 120, 150, 180, 210, 240, 270], 0.5)),
+        ("vgg16-bn", 20, (0.05, [2, 4, 6, 8, 10, 12, 14, 16, 18], 0.5)),
+        ("simplenetv1", 540, (0.1, [100, 190, 306, 390, 440], 0.1)),
+        ("simplenetv1", 54, (0.1, [10, 19, 31, 39, 44], 0.1)),
+        ("mnist1d-cnn", 10, (0.1, [5, 8], 0.1)),
+        ("fmnist-cnn", 30, (0.1, [15, 23], 0.1)),
+        ("mlp", 4, (0.1, [2, 3], 0.1)),
+    ],
+)
+def test_step_schedule_scales_the_published_milestones(
+    model_name: str, epochs: int, expected: tuple[float, list[int], float]
+) -> None:
+    assert step_schedule(model_name, epochs) == expected
+
+
+def test_step_schedule_unknown_model_uses_the_small_rule_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="aalr.harness.methods"):
+        assert step_schedule("my-new-net", 8) == (0.1, [4, 6], 0.1)
+    assert "my-new-net" in caplog.text
+
+
+def test_step_lrs_by_epoch() -> None:
+    lrs = lrs_by_batch("step", epochs=10, steps=1, model_name="resnet18")
+    expected = [0.1, 0.1, 0.1, 0.02, 0.02, 0.02, 0.004, 0.004, 0.0008, 0.0008, 0.0008]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_step_lr_overrides_the_start() -> None:
+    lrs = lrs_by_batch("step", epochs=4, steps=1, model_name="mlp", lr=0.4)
+    assert lrs == pytest.approx([0.4, 0.4, 0.04, 0.004, 0.004], rel=1e-12)
+
+
+def test_sgdr_fractional_epochs_by_hand() -> None:
+    lrs = lrs_by_batch("sgdr", epochs=4, steps=2, t0_epochs=1)
+    expected = [
+        0.1,  # epoch 0.0
+        0.05,  # 0.5 of a 1-epoch cycle
+        0.1,  # restart; the next cycle lasts 2 epochs
+        0.08535533905932738,  # 0.05 * (1 + cos(pi / 4))
+        0.05,
+        0.014644660940672627,  # 0.05 * (1 + cos(3 pi / 4))
+        0.1,  # restart at epoch 3; the next cycle lasts 4 epochs
+        0.09619397662556434,  # 0.05 * (1 + cos(pi / 8))
+        0.08535533905932738,  # epoch 4.0: T_cur = 1 of 4
+    ]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+def test_sgdr_defaults_restart_at_10_and_30() -> None:
+    lrs = lrs_by_batch("sgdr", epochs=31, steps=1)
+    picks = {epoch: lrs[epoch] for epoch in (0, 5, 10, 20, 25, 30)}
+    assert picks == pytest.approx({0: 0.1, 5: 0.05, 10: 0.1, 20: 0.05, 25: 0.014644660940672627, 30: 0.1})
+
+
+def test_sgdr_end_epoch_lands_on_the_whole_epoch() -> None:
+    # The loop ran 2 batches although it announced 4 per epoch: epoch 1 still starts at T_cur = 1.
+    model = tiny_model()
+    method = build("sgdr", model, epochs=2, steps_per_epoch=4, t0_epochs=2)
+    train(method, model, range(1), steps=2)
+    assert method.lr == pytest.approx(0.05)
+
+
+def test_clr_triangle_by_hand() -> None:
+    lrs = lrs_by_batch("clr", epochs=4, steps=2, step_size_epochs=1)
+    expected = [0.001, 0.0035, 0.006, 0.0035, 0.001, 0.0035, 0.006, 0.0035, 0.001]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+def test_clr_defaults() -> None:
+    model = tiny_model()
+    method = build("clr", model, epochs=8, steps_per_epoch=STEPS)
+    assert method.settings["step_size_up"] == 4 * STEPS
+    assert method.lr == pytest.approx(0.001)
+    train(method, model, range(4))
+    assert method.lr == pytest.approx(0.006)  # the peak after 4 epochs of batches
+    assert method.optimizer.param_groups[0]["momentum"] == 0.9  # fixed, not cycled
+    scaled = build("clr", tiny_model(), lr=0.012)  # lr sets max_lr; base_lr keeps Smith's 1:6
+    assert scaled.settings["base_lr"] == pytest.approx(0.002) and scaled.lr == pytest.approx(0.002)
+
+
+def test_const_and_adam_stay_constant() -> None:
+    assert lrs_by_batch("const", epochs=2, steps=2) == [0.1] * 5
+    assert lrs_by_batch("adam", epochs=2, steps=2) == [1e-3] * 5
+
+
+def test_default_lr() -> None:
+    assert default_lr("step") is None
+    assert default_lr("clr") == 0.006
+    assert default_lr("hypergrad") == 1e-3
+    for name in ("aalr", "aalr-rollback", "aalr-adam", "const", "sgdr", "adam", "hypergrad"):
+        assert build(name, tiny_model()).lr == default_lr(name)
+    for name in PEER_METHODS:
+        assert default_lr(name) == 1.0
+        assert build(name, tiny_model()).settings["lr"] == 1.0
+
+
+def test_weight_decay_defaults_and_override() -> None:
+    assert build("sgdr", tiny_model()).optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert build("adam", tiny_model()).optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert build("prodigy", tiny_model()).optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert build("dog", tiny_model()).optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert build("adam", tiny_model(), weight_decay=0.01).optimizer.param_groups[0]["weight_decay"] == 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# peers
+# ---------------------------------------------------------------------------------------------
+def test_dog_reps_rel_follows_the_authors_batchnorm_rule() -> None:
+    plain = build("dog", tiny_model())
+    with_bn = build("dog", tiny_model(batchnorm=True))
+    assert plain.optimizer.param_groups[0]["reps_rel"] == 1e-6
+    assert with_bn.optimizer.param_groups[0]["reps_rel"] == 1e-4
+    assert build("dog", tiny_model(), reps_rel=1e-5).optimizer.param_groups[0]["reps_rel"] == 1e-5
+
+
+def test_schedulefree_warmup_and_weight_swap() -> None:
+    model = tiny_model()
+    method = build("schedulefree", model, epochs=10, steps_per_epoch=10)  # warmup: 5% of 100 steps
+    assert method.settings["warmup_steps"] == 5
+    lrs, _, _ = train(method, model, range(1), steps=10)
+    assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    # train() left it in eval mode (averaged x); train_mode moves to y and back again.
+    x = [p.detach().clone() for p in model.parameters()]
+    method.train_mode()
+    y = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(x, y, strict=True))
+    method.eval_mode()
+    for a, b in zip(x, model.parameters(), strict=True):
+        torch.testing.assert_close(a, b.detach())
+
+
+def test_effective_lr_of_parameter_free_peers() -> None:
+    prodigy = build("prodigy", tiny_model())
+    assert prodigy.lr == 1e-6  # d0 * lr before any step
+    dadapt = build("dadapt", tiny_model())
+    dog = build("dog", tiny_model())
+    assert dadapt.lr == 0.0 and dog.lr == 0.0  # their first step depends on the first gradient
+    model = tiny_model()
+    dog = build("dog", model)
+    train(dog, model, range(1))
+    group = dog.optimizer.param_groups[0]
+    # DoG's eta = rbar / sqrt(G): the largest distance from x0 over the root of summed squared gradients
+    assert dog.lr == pytest.approx(float(group["rbar"] / torch.sqrt(group["G"])))
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [("prodigy", "prodigyopt"), ("dadapt", "dadaptation"), ("schedulefree", "schedulefree"), ("dog", "dog")],
+)
+def test_missing_peer_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, name: str, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(ImportError, match=rf"{module}.*pip install 'aalr\[peers\]'"):
+        build(name, tiny_model())
+
+
+# ---------------------------------------------------------------------------------------------
+# hypergradient descent
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("momentum", "nesterov", "weight_decay", "dampening"),
+    [
+        (0.0, False, 0.0, 0.0),
+        (0.0, False, 5e-4, 0.0),
+        (0.9, False, 5e-4, 0.0),
+        (0.9, True, 5e-4, 0.0),
+        (0.9, False, 0.0, 0.1),
+    ],
+)
+def test_sgdhd_matches_the_float64_reference(
+    momentum: float, nesterov: bool, weight_decay: float, dampening: float
+) -> None:
+    fast_model, slow_model = tiny_model(seed=3), tiny_model(seed=3)
+    settings = dict(
+        lr=0.01,
+        hypergrad_lr=0.01,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        dampening=dampening,
+    )
+    fast = SGDHD(fast_model.parameters(), **settings)
+    slow = SGDHDReference(slow_model.parameters(), **settings)
+    for step in range(6):
+        x, y = batch(0, step)
+        for model, optimizer in ((fast_model, fast), (slow_model, slow)):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        assert fast.param_groups[0]["lr"] == pytest.approx(slow.param_groups[0]["lr"], rel=1e-5)
+        for a, b in zip(fast_model.parameters(), slow_model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert fast.param_groups[0]["lr"] != 0.01  # the LR did move
+
+
+def quadratic_alphas(
+    x0: list[float], alpha0: float, beta: float, steps: int
+) -> tuple[list[float], torch.Tensor]:
+    """SGD-HD on f(x) = |x|^2 / 2 (gradient x); the alpha used at each step."""
+    x = torch.nn.Parameter(torch.tensor(x0, dtype=torch.float64))
+    optimizer = SGDHD([x], lr=alpha0, hypergrad_lr=beta)
+    alphas = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * (x * x).sum()).backward()
+        optimizer.step()
+        alphas.append(optimizer.param_groups[0]["lr"])
+    return alphas, x.detach()
+
+
+def test_sgdhd_by_hand_on_a_parabola() -> None:
+    # x = 1, alpha 0.1, beta 0.01: step 1 has no previous gradient; then alpha += beta * g_t * g_{t-1}.
+    alphas, x = quadratic_alphas([1.0], 0.1, 0.01, 3)
+    assert alphas == pytest.approx([0.1, 0.109, 0.1162171], rel=1e-12)  # 0.109 + 0.01 * 0.8019 * 0.9
+    assert float(x[0]) == pytest.approx(0.8019 * (1 - 0.1162171), rel=1e-12)
+
+
+def test_sgdhd_alpha_grows_when_gradients_align() -> None:
+    alphas, _ = quadratic_alphas([1.0, -2.0], 0.01, 0.001, 10)  # small steps: g_t and g_{t-1} align
+    assert all(later > earlier for earlier, later in itertools.pairwise(alphas))
+
+
+def test_sgdhd_alpha_shrinks_when_gradients_oppose() -> None:
+    alphas, _ = quadratic_alphas([1.0, -2.0], 1.9, 0.01, 10)  # overshooting: x flips sign every step
+    assert all(later < earlier for earlier, later in itertools.pairwise(alphas))
+
+
+def test_sgdhd_errors() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="one param group, got 2"):
+        SGDHD([{"params": [model[0].weight]}, {"params": [model[0].bias]}])
+    with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
+        SGDHD(model.parameters(), nesterov=True)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        SGDHD(model.parameters(), momentum=1.0)
+    with pytest.raises(ValueError, match="lr must be finite and > 0, got 0"):
+        SGDHD(model.parameters(), lr=0)
+    with pytest.raises(ValueError, match="hypergrad_lr must be finite and >= 0"):
+        SGDHD(model.parameters(), hypergrad_lr=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# descriptions and errors
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", METHODS)
+def test_describe_is_one_cited_line(name: str) -> None:
+    line = describe(name)
+    assert line.startswith(f"{name}: ") and "\n" not in line
+    if name != "const":
+        assert any(str(year) in line for year in range(2012, 2026))
+
+
+@pytest.mark.parametrize("call", [describe, default_lr])
+def test_unknown_name_lists_the_methods(call: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown method 'sgd'; the methods are: aalr, aalr-rollback, .*dog"
+    ):
+        call("sgd")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"name": "nope"}, ValueError, r"unknown method 'nope'; the methods are: aalr,"),
+        ({"lr": 0.0}, ValueError, r"lr must be finite and > 0, got 0.0"),
+        ({"lr": -0.1}, ValueError, r"lr must be finite and > 0, got -0.1"),
+        ({"lr": float("nan")}, ValueError, r"lr must be finite and > 0, got nan"),
+        ({"lr": float("inf")}, ValueError, r"lr must be finite and > 0, got inf"),
+        ({"lr": "0.1"}, TypeError, r"lr must be a real number, got str"),
+        ({"lr": True}, TypeError, r"lr must be a real number, got bool"),
+        ({"epochs": 0}, ValueError, r"epochs must be >= 1, got 0"),
+        ({"epochs": 2.5}, TypeError, r"epochs must be an int, got float"),
+        ({"steps_per_epoch": 0}, ValueError, r"steps_per_epoch must be >= 1, got 0"),
+        ({"weight_decay": -1e-4}, ValueError, r"weight_decay must be finite and >= 0, got -0.0001"),
+        ({"model_name": 3}, TypeError, r"model_name must be a str, got int"),
+        (
+            {"name": "const", "gamma": 0.5},
+            ValueError,
+            r"unknown option\(s\) gamma for method 'const'; allowed: momentum, nesterov",
+        ),
+        (
+            {"name": "adam", "momentum": 0.9},
+            ValueError,
+            r"unknown option\(s\) momentum for method 'adam'; allowed: betas",
+        ),
+        (
+            {"name": "prodigy", "momentum": 0.9},
+            ValueError,
+            r"unknown option\(s\) momentum for method 'prodigy'",
+        ),
+        (
+            {"name": "aalr", "warp": 1},
+            ValueError,
+            r"unknown option\(s\) warp for method 'aalr'; allowed: .*window",
+        ),
+        (
+            {"name": "clr", "base_lr": 0.01},
+            ValueError,
+            r"clr needs base_lr < max_lr \(lr\), got base_lr 0.01",
+        ),
+        ({"name": "clr", "mode": "exp_range"}, ValueError, r"clr mode must be 'triangular' or 'triangular2'"),
+        ({"name": "sgdr", "t0_epochs": 0}, ValueError, r"t0_epochs must be >= 1, got 0"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    arguments: dict[str, Any] = {"name": "const", "epochs": 4, "steps_per_epoch": 3, "model_name": "mlp"}
+    arguments.update(kwargs)
+    name = arguments.pop("name")
+    with pytest.raises(error, match=match):
+        build_method(name, tiny_model(), **arguments)
+
+
+def test_bad_model() -> None:
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got list"):
+        build_method("const", [], epochs=1, steps_per_epoch=1, model_name="mlp")  # type: ignore[arg-type]
+    frozen = tiny_model().requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters that require grad"):
+        build_method("const", frozen, epochs=1, steps_per_epoch=1, model_name="mlp")
+
+
+def test_load_state_dict_checks_the_method() -> None:
+    const = build("const", tiny_model())
+    adam = build("adam", tiny_model())
+    with pytest.raises(ValueError, match="method state is for 'const', this method is 'adam'"):
+        adam.load_state_dict(const.state_dict())
+    with pytest.raises(TypeError, match="method state must be a dict"):
+        adam.load_state_dict([1, 2])  # type: ignore[arg-type]
