@@ -1,0 +1,7 @@
+"""`python -m aalr`: the command line."""
+
+import sys
+
+from aalr.cli import main
+
+sys.exit(main())

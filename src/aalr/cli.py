@@ -1,0 +1,233 @@
+"""``aalr train | compare | report | list``: the command line.
+
+Bad input exits with code 2 and a message naming the value and what is allowed (argparse's own
+convention), before anything in an output directory is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as JSON when it parses (numbers, true/false, lists)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train one model with one LR method")
+    p.add_argument(
+        "--dataset",
+        default="mnist1d",
+        help="mnist1d (default, embedded), digits, fashion-mnist, mnist, cifar10, cifar100",
+    )
+    p.add_argument("--model", default=None, help="default: the data set's default model (see `aalr list`)")
+    p.add_argument("--method", default="aalr", help="aalr, aalr-rollback, step, sgdr, ... (see `aalr list`)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="the starting LR; several for step/const: a grid chosen on --val-fraction of the training data",
+    )
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--random-erasing", type=float, default=0.0, help="probability (paper: 0.5)")
+    p.add_argument("--cutout", type=int, default=0, help="cutout square size in pixels (0: off)")
+    p.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples")
+    p.add_argument(
+        "--loss-pass",
+        choices=("batches", "full"),
+        default="batches",
+        help="epoch loss: mean of the minibatch losses (default) or an extra full pass",
+    )
+    p.add_argument("--model-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--method-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--adversarial", choices=("fgsm", "pgd"), default=None)
+    p.add_argument("--epsilon", type=float, default=8 / 255)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--eval-pgd-steps", type=int, default=10)
+    p.add_argument("--robust-every", type=int, default=1)
+    p.add_argument("--robust-samples", type=int, default=1000)
+    p.add_argument("--out", required=True, help="the run's output directory")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite another run in --out")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    lr: float | list[float] | None = args.lr
+    if isinstance(lr, list) and len(lr) == 1:
+        lr = lr[0]
+    return {
+        "dataset": args.dataset,
+        "model": args.model,
+        "method": args.method,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "lr": lr,
+        "weight_decay": args.weight_decay,
+        "val_fraction": args.val_fraction,
+        "random_erasing": args.random_erasing,
+        "cutout": args.cutout,
+        "train_subset": args.train_subset,
+        "loss_pass": args.loss_pass,
+        "model_options": dict(args.model_option),
+        "method_options": dict(args.method_option),
+        "adversarial": args.adversarial,
+        "epsilon": args.epsilon,
+        "alpha": args.alpha,
+        "steps": args.steps,
+        "eval_pgd_steps": args.eval_pgd_steps,
+        "robust_every": args.robust_every,
+        "robust_samples": args.robust_samples,
+        "device": args.device,
+        "data_dir": args.data_dir,
+        "progress": not args.no_progress,
+    }
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from aalr.harness.train import run
+
+    summary = run(_train_config(args), Path(args.out), resume=args.resume, force=args.force)
+    final, peak = summary.get("final_test_acc"), summary.get("peak_test_acc")
+    print(
+        f"{summary['status']}: final test accuracy {100 * (final or 0):.2f}%, peak {100 * (peak or 0):.2f}% "
+        f"(epoch {summary.get('peak_epoch')}), {summary['epochs']} epochs, {summary['wall_seconds']:.1f} s"
+    )
+    print("LR trajectory: " + " ".join(f"{lr:.4g}" for lr in summary["lr_trajectory"]))
+    if "robust" in summary:
+        for name, values in summary["robust"].items():
+            print(f"{name} accuracy: final {100 * values['final']:.2f}%, peak {100 * values['peak']:.2f}%")
+    print(f"results in {args.out}")
+    return 0
+
+
+def suite_run_fn(overrides: dict[str, Any]) -> Any:
+    """The function the suite runner calls for each run: train.run with the suite's settings."""
+    from aalr.harness.train import run
+
+    def run_one(config: dict[str, Any], run_dir: Path) -> object:
+        settings = {key: value for key, value in config.items() if key != "resume"}
+        settings.update(overrides)
+        return run(settings, run_dir, resume=bool(config.get("resume")))
+
+    return run_one
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from aalr.harness.report import collect, summarize, to_markdown, write_report
+    from aalr.harness.suite import load_suite, run_suite
+    from aalr.harness.train import RunError, TrainConfig, validate
+
+    def check(config: dict[str, Any]) -> None:
+        settings = {key: value for key, value in config.items() if key != "resume"}
+        try:
+            validate(TrainConfig.from_dict(settings))
+        except RunError as error:
+            raise ValueError(str(error)) from error
+
+    suite = load_suite(args.suite, validate=check)
+    overrides: dict[str, Any] = {"progress": not args.no_progress}
+    if args.device:
+        overrides["device"] = args.device
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    out = Path(args.out)
+    run_suite(
+        suite, out, suite_run_fn(overrides), only=args.only, progress=lambda line: print(line, flush=True)
+    )
+    report = write_report(out)
+    print()
+    print(to_markdown(summarize(collect(out)), title=f"Suite {suite.name}"))
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from aalr.harness.report import collect, summarize, to_markdown, write_report
+
+    root = Path(args.runs)
+    if not root.is_dir():
+        raise ValueError(f"{str(root)!r} is not a directory of runs")
+    report = write_report(root, Path(args.out) if args.out else None)
+    print(to_markdown(summarize(collect(root))))
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from aalr.harness.data import DATASETS
+    from aalr.harness.methods import METHODS, describe
+    from aalr.harness.models import MODELS
+    from aalr.harness.suite import available_suites
+
+    print("datasets: " + ", ".join(DATASETS))
+    print("models:   " + ", ".join(MODELS))
+    print("suites:   " + ", ".join(available_suites()))
+    print("methods:")
+    for name in METHODS:
+        print(f"  {name:14s} {describe(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aalr", description="AALR: automated adaptive learning rates")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every AALR decision")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    p = sub.add_parser("compare", help="run a suite of runs (skipping finished ones) and print the table")
+    p.add_argument("--suite", required=True, help="a suite name (see `aalr list`) or a TOML file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", default=None, help="only the runs of this experiment (or method)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("report", help="tables and plots from finished runs")
+    p.add_argument("runs", help="a directory of runs (e.g. the --out of compare)")
+    p.add_argument("--out", default=None, help="where to write report.md, results.csv and plots")
+    sub.add_parser("list", help="data sets, models, methods and suites")
+    return parser
+
+
+COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"aalr {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

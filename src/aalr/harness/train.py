@@ -1,0 +1,743 @@
+"""One training run: the loop, evaluation, metrics, an atomic per-epoch checkpoint, exact resume.
+
+Read top to bottom: :func:`run` validates the settings and the output directory, resolves an LR
+grid on a validation split when one is given, then :func:`_train` runs the epochs. Each epoch:
+shuffle (a seeded generator of our own), augment whole batches, optionally attack, step; the
+epoch's training loss (sample-weighted mean of the minibatch losses, no extra pass) goes to the
+method's ``end_epoch`` (AALR may restore weights there); then test loss/accuracy (and robust
+accuracies for adversarial runs), a metrics line and a checkpoint.
+
+Files of a run (see DESIGN.md): ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (and
+``checkpoint.prev.pt``, the one before), ``summary.json`` written last: a run is finished iff
+``summary.json`` exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aalr.snapshot import atomic_torch_save
+
+log = logging.getLogger("aalr.harness")
+
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+# Settings that may differ between a run and its resumption (where and how, not what).
+RESUMABLE_DIFFERENCES = frozenset({"device", "data_dir", "progress", "resume", "force", "out"})
+GRID_METHODS = ("step", "const")
+
+
+class RunError(ValueError):
+    """A bad setting or an output directory that cannot be used; the CLI exits with code 2."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run, with its default. Stored as ``config.json`` with each result."""
+
+    dataset: str = "mnist1d"
+    model: str | None = None  # None: the data set's default model
+    method: str = "aalr"
+    epochs: int = 30
+    batch_size: int = 128
+    seed: int = 0
+    lr: float | list[float] | None = None  # a list: a grid, chosen on a validation split (step/const)
+    weight_decay: float | None = None  # None: the method's default
+    val_fraction: float = 0.1  # held out of the training data to choose a grid's LR
+    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 0.5} for fmnist-cnn
+    method_options: dict[str, Any] = field(default_factory=dict)
+    random_erasing: float = 0.0  # probability (the paper's section 5.5 uses 0.5)
+    cutout: int = 0
+    train_subset: int | None = None  # use only the first N training samples (CPU-sized suites)
+    loss_pass: str = "batches"  # "batches": mean minibatch loss; "full": an extra pass in eval mode
+    adversarial: str | None = None  # None | "fgsm" | "pgd"
+    epsilon: float = 8 / 255
+    alpha: float | None = None
+    steps: int = 1
+    eval_pgd_steps: int = 10
+    robust_every: int = 1  # evaluate robust accuracy every N epochs (and always at the last)
+    robust_samples: int | None = 1000  # test samples used for robust accuracy (None: all)
+    device: str = "auto"
+    data_dir: str | None = None
+    progress: bool = True
+    suite: str | None = None
+    experiment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise RunError(f"unknown settings {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RunError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_lr(value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise RunError(f"lr must be a finite number > 0 (or a list of them), got {value!r}")
+
+
+def validate(config: TrainConfig) -> None:
+    """Check every setting against what is allowed; raise :class:`RunError` naming the value."""
+    from aalr.harness.data import DATASETS
+    from aalr.harness.methods import METHODS
+    from aalr.harness.models import MODELS
+
+    if config.dataset not in DATASETS:
+        raise RunError(f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
+    if config.model is not None and config.model not in MODELS:
+        raise RunError(f"unknown model {config.model!r}; choose from {', '.join(MODELS)}")
+    if config.method not in METHODS:
+        raise RunError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
+    _positive_int("epochs", config.epochs)
+    _positive_int("batch_size", config.batch_size)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise RunError(f"seed must be an integer >= 0, got {config.seed!r}")
+    if isinstance(config.lr, list):
+        if not config.lr:
+            raise RunError("lr list is empty; give one or more LRs")
+        for value in config.lr:
+            _check_lr(value)
+        if len(config.lr) > 1 and config.method not in GRID_METHODS:
+            raise RunError(
+                f"an LR grid ({config.lr}) is for methods {GRID_METHODS}, not {config.method!r}; give one LR"
+            )
+    elif config.lr is not None:
+        _check_lr(config.lr)
+    if config.weight_decay is not None and (
+        not isinstance(config.weight_decay, int | float) or not config.weight_decay >= 0
+    ):
+        raise RunError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if not isinstance(config.val_fraction, int | float) or not 0 < config.val_fraction < 1:
+        raise RunError(f"val_fraction must be in (0, 1), got {config.val_fraction!r}")
+    if not isinstance(config.random_erasing, int | float) or not 0 <= config.random_erasing <= 1:
+        raise RunError(f"random_erasing is a probability in [0, 1], got {config.random_erasing!r}")
+    if isinstance(config.cutout, bool) or not isinstance(config.cutout, int) or config.cutout < 0:
+        raise RunError(f"cutout must be an integer >= 0 (pixels), got {config.cutout!r}")
+    if config.train_subset is not None:
+        _positive_int("train_subset", config.train_subset)
+    if config.loss_pass not in ("batches", "full"):
+        raise RunError(f"loss_pass must be 'batches' or 'full', got {config.loss_pass!r}")
+    if config.device not in ("auto", "cpu", "cuda") and not str(config.device).startswith("cuda:"):
+        raise RunError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+    if str(config.device).startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(
+            f"device {config.device!r} asked for, but CUDA is not available here; use --device cpu"
+        )
+    _positive_int("robust_every", config.robust_every)
+    _positive_int("eval_pgd_steps", config.eval_pgd_steps)
+    if config.robust_samples is not None:
+        _positive_int("robust_samples", config.robust_samples)
+    if config.adversarial is not None:
+        try:
+            training_attack(config)
+        except (TypeError, ValueError) as error:
+            raise RunError(str(error)) from error
+
+
+def training_attack(config: TrainConfig) -> Any:
+    """The attack that makes the training examples. FGSM with an ``alpha`` is the "fast" FGSM of
+    Wong et al. (2020): a uniform random start in the ball, then one step of ``alpha``."""
+    from aalr.harness.attacks import AttackConfig
+
+    random_start = True if config.adversarial == "fgsm" and config.alpha is not None else None
+    return AttackConfig(
+        kind=str(config.adversarial),
+        epsilon=config.epsilon,
+        alpha=config.alpha,
+        steps=config.steps,
+        random_start=random_start,
+    )
+
+
+# -- small helpers -------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            str(np_state[0]),
+            torch.from_numpy(np.asarray(np_state[1]).copy()),
+            *map(float, np_state[2:]),
+        ],
+        "python": _python_rng_plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_rng_plain(state: Any) -> Any:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+
+
+def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
+    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
+    path = out / CHECKPOINT
+    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        atomic_torch_save(state, tmp)
+        if path.exists():
+            os.replace(path, out / PREVIOUS_CHECKPOINT)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _short_error(error: Exception) -> str:
+    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
+    text = str(error)
+    for line in text.splitlines():
+        if "Unsupported global" in line:
+            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:200]}"
+
+
+def load_checkpoint(out: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint, or None when there is none.
+
+    A corrupted or unsafe file is reported (naming it) and the previous one is tried; when every
+    checkpoint present is unreadable the run stops with an error: never a silent restart.
+    """
+    errors = []
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, corrupted, or holding pickled objects
+            message = f"checkpoint {str(path)!r} cannot be loaded safely ({_short_error(error)})"
+            log.error(message)
+            errors.append(message)
+            continue
+        if errors:
+            log.warning("resuming from the previous checkpoint %s", path)
+        return state
+    if errors:
+        raise RunError(
+            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
+        )
+    return None
+
+
+# -- the output directory ------------------------------------------------------------------------
+def prepare_out_dir(out: Path, config: TrainConfig, *, resume: bool, force: bool) -> bool:
+    """Check the directory before training; return True when it holds a run to resume.
+
+    Refuses another run's directory unless ``resume`` (same settings) or ``force`` (start over).
+    """
+    config_path = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output path {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
+    free = shutil.disk_usage(out).free
+    if free < 50 * 2**20:
+        raise RunError(
+            f"output directory {str(out)!r} has only {free // 2**20} MiB free; need at least 50 MiB"
+        )
+    if not config_path.exists():
+        return False
+    if force:
+        for name in ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "grid", ignore_errors=True)
+        return False
+    if not resume:
+        raise RunError(
+            f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
+            "or --force to overwrite it"
+        )
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
+    mine = _json_safe(config.to_dict())
+    differences = sorted(
+        key
+        for key in set(saved) | set(mine)
+        if key not in RESUMABLE_DIFFERENCES
+        and key not in ("version", "git_commit")
+        and saved.get(key) != mine.get(key)
+    )
+    if differences:
+        shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
+        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
+    return True
+
+
+# -- the loop ------------------------------------------------------------------------------------
+@dataclass
+class _Context:
+    config: TrainConfig
+    device: torch.device
+    out: Path
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator).to(device)
+    yield from order.split(batch_size)
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    as_float: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 1024,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y)."""
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(x), batch_size):
+            xb = as_float(x[start : start + batch_size])
+            if device.type == "cuda" and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y[start : start + batch_size]
+            logits = model(xb).float()
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
+    n = max(len(x), 1)
+    return float(total_loss.item()) / n, int(correct.item()) / n
+
+
+def run(
+    config: TrainConfig | dict[str, Any],
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train one run into ``out`` and return its summary (also written as ``summary.json``)."""
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    validate(config)
+    out = Path(out)
+    resuming = prepare_out_dir(out, config, resume=resume, force=force)
+    if resuming and (out / "summary.json").exists():
+        try:
+            summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+            return summary
+        except json.JSONDecodeError:
+            log.warning("summary.json in %s is unreadable; finishing the run again", out)
+    from aalr import __version__
+
+    saved_config = {**config.to_dict(), "version": __version__, "git_commit": git_commit()}
+    if not resuming:
+        write_json(out / "config.json", saved_config)
+    context = _Context(config=config, device=resolve_device(config.device), out=out)
+    grid: dict[str, float] = {}
+    lr: float | None
+    if isinstance(config.lr, list):
+        grid = _search_grid(context, config.lr) if len(config.lr) > 1 else {}
+        # the best validation accuracy; on a tie, the first LR of the list
+        lr = float(max(config.lr, key=lambda value: grid.get(f"{value:g}", 0.0)))
+    else:
+        lr = None if config.lr is None else float(config.lr)
+    summary = _train(context, lr, resume=resuming)
+    if grid:
+        summary["lr_grid"] = grid
+        summary["chosen_lr"] = lr
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
+    """Train each LR on the training data less a validation split; score each by final validation accuracy."""
+    scores: dict[str, float] = {}
+    for lr in lrs:
+        sub_config = dataclasses.replace(context.config, lr=lr, progress=False)
+        sub_out = context.out / "grid" / f"lr{lr:g}"
+        summary = run_validation(sub_config, sub_out)
+        scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == STATUS_FINISHED else 0.0
+        log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
+    return scores
+
+
+def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
+    """A run on the validation split (resumable on its own): its 'test' set is held-out training data."""
+    resuming = prepare_out_dir(out, config, resume=True, force=False)
+    if resuming and (out / "summary.json").exists():
+        result: dict[str, Any] = json.loads((out / "summary.json").read_text())
+        return result
+    if not resuming:
+        write_json(out / "config.json", {**config.to_dict(), "validation_split": True})
+    context = _Context(config=config, device=resolve_device(config.device), out=out)
+    summary = _train(
+        context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
+    )
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _train(
+    context: _Context, lr: float | int | None, *, resume: bool, validation: bool = False
+) -> dict[str, Any]:
+    from aalr.harness.attacks import AttackConfig, attack, robust_accuracy
+    from aalr.harness.augment import augment_for
+    from aalr.harness.data import load_dataset, split_validation
+    from aalr.harness.methods import build_method
+    from aalr.harness.models import build_model, default_model_for
+
+    config, device, out = context.config, context.device, context.out
+    seed_everything(config.seed)
+    ds = load_dataset(config.dataset, config.data_dir)
+    if config.train_subset is not None and config.train_subset < len(ds.x_train):
+        ds = dataclasses.replace(
+            ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
+        )
+    if validation:
+        _, ds = split_validation(ds, config.val_fraction, config.seed)
+    ds = ds.to(device)
+    model_name = config.model or default_model_for(config.dataset)
+    model = build_model(
+        model_name,
+        num_classes=ds.num_classes,
+        input_shape=ds.input_shape,
+        mean=ds.mean,
+        std=ds.std,
+        **config.model_options,
+    ).to(device)
+    channels_last = device.type == "cuda" and len(ds.input_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
+    train_attack = training_attack(config) if config.adversarial else None
+    generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
+    device_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    n_train = len(ds.x_train)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+
+    def prepare(xb: torch.Tensor) -> torch.Tensor:
+        xb = ds.as_float(xb)
+        if channels_last and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    checkpoint = load_checkpoint(out) if resume else None
+    initial_loss = None
+    if checkpoint is None:
+        initial_loss = _initial_loss(model, ds, prepare, device, train_attack, device_generator)
+    method = build_method(
+        config.method,
+        model,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        model_name=model_name,
+        lr=lr,
+        weight_decay=config.weight_decay,
+        initial_loss=initial_loss,
+        **config.method_options,
+    )
+    rows: list[dict[str, Any]] = []
+    start_epoch = 0
+    wall_before = 0.0
+    status = STATUS_FINISHED
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        method.load_state_dict(checkpoint["method"])
+        generator.set_state(checkpoint["generator"])
+        if "device_generator" in checkpoint and device.type == "cpu":
+            device_generator.set_state(checkpoint["device_generator"])
+        _set_rng_state(checkpoint["rng"])
+        rows = [dict(r) for r in checkpoint["rows"]]
+        start_epoch = int(checkpoint["epoch"])
+        wall_before = float(checkpoint["wall_seconds"])
+        status = str(checkpoint["status"])
+        initial_loss = checkpoint.get("initial_loss")
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    eval_attacks = []
+    if config.adversarial:
+        eval_attacks = [
+            ("fgsm_acc", AttackConfig(kind="fgsm", epsilon=config.epsilon)),
+            (
+                "pgd_acc",
+                AttackConfig(
+                    kind="pgd",
+                    epsilon=config.epsilon,
+                    alpha=config.alpha or config.epsilon / 4,
+                    steps=config.eval_pgd_steps,
+                ),
+            ),
+        ]
+    bar = _progress(config, start_epoch)
+    started = time.perf_counter()
+    epoch = start_epoch
+    while epoch < config.epochs and status == STATUS_FINISHED:
+        epoch += 1
+        epoch_start = time.perf_counter()
+        lr_used = method.lr
+        method.train_mode()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for index in _batches(n_train, config.batch_size, generator, device):
+            xb = prepare(ds.x_train[index])
+            yb = ds.y_train[index]
+            if augment is not None:
+                xb = augment(xb, generator=device_generator)
+            if train_attack is not None:
+                xb = attack(model, xb, yb, train_attack, generator=device_generator)
+            method.optimizer.zero_grad(set_to_none=True)
+            with _autocast(device):
+                loss = F.cross_entropy(model(xb).float(), yb)
+            loss.backward()
+            method.optimizer.step()
+            method.after_batch()
+            loss_sum += loss.detach().double() * len(index)
+        train_loss = float(loss_sum.item()) / n_train
+        if config.loss_pass == "full":
+            method.eval_mode()
+            train_loss, _ = evaluate(model, ds.x_train, ds.y_train, ds.as_float, device)
+        decision = method.end_epoch(train_loss)
+        method.eval_mode()
+        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, ds.as_float, device)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": lr_used,
+            "next_lr": method.lr,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "action": decision.get("action", "none"),
+            "reason": decision.get("reason", ""),
+        }
+        if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
+            n_eval = (
+                len(ds.x_test)
+                if config.robust_samples is None
+                else min(config.robust_samples, len(ds.x_test))
+            )
+            xr, yr = prepare(ds.x_test[:n_eval]), ds.y_test[:n_eval]
+            eval_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
+            for key, attack_config in eval_attacks:
+                row[key] = robust_accuracy(model, xr, yr, attack_config, generator=eval_generator)
+        method.train_mode()
+        row["seconds"] = time.perf_counter() - epoch_start
+        rows.append(row)
+        if not math.isfinite(train_loss) and not config.method.startswith("aalr"):
+            status = STATUS_DIVERGED
+            log.warning(
+                "%s: training loss is %s at epoch %d; the run diverged", config.method, train_loss, epoch
+            )
+        wall = wall_before + time.perf_counter() - started
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
+        save_checkpoint(
+            out,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "method": method.state_dict(),
+                "generator": generator.get_state(),
+                "device_generator": device_generator.get_state() if device.type == "cpu" else torch.empty(0),
+                "rng": _rng_state(),
+                "rows": rows,
+                "wall_seconds": wall,
+                "status": status,
+                "initial_loss": initial_loss,
+            },
+        )
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}", lr=f"{method.lr:.3g}")
+    if bar is not None:
+        bar.close()
+    return _summary(
+        config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
+    )
+
+
+def _initial_loss(
+    model: nn.Module,
+    ds: Any,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    train_attack: Any,
+    generator: torch.Generator,
+) -> float:
+    """The training loss of the initial model: one forward pass over the training set (eval mode).
+
+    For adversarial runs it is the loss on adversarial examples, the quantity AALR then watches.
+    """
+    from aalr.harness.attacks import attack
+
+    model.eval()
+    total = 0.0
+    for start in range(0, len(ds.x_train), 1024):
+        xb = prepare(ds.x_train[start : start + 1024])
+        yb = ds.y_train[start : start + 1024]
+        if train_attack is not None:
+            xb = attack(model, xb, yb, train_attack, generator=generator)
+        with torch.no_grad(), _autocast(device):
+            total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
+    return total / len(ds.x_train)
+
+
+def _progress(config: TrainConfig, start: int) -> Any:
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    label = f"{config.dataset}/{config.model or 'default'}/{config.method}/seed{config.seed}"
+    return tqdm(total=config.epochs, initial=start, desc=label, unit="epoch", leave=False)
+
+
+def _summary(
+    config: TrainConfig,
+    model_name: str,
+    rows: list[dict[str, Any]],
+    status: str,
+    wall: float,
+    initial_loss: float | None,
+) -> dict[str, Any]:
+    accs = [r["test_acc"] for r in rows]
+    peak_index = int(np.argmax(accs)) if accs else 0
+    summary: dict[str, Any] = {
+        "status": status,
+        "method": config.method,
+        "dataset": config.dataset,
+        "model": model_name,
+        "seed": config.seed,
+        "epochs": len(rows),
+        "epochs_planned": config.epochs,
+        "final_test_acc": accs[-1] if accs else None,
+        "peak_test_acc": accs[peak_index] if accs else None,
+        "peak_epoch": rows[peak_index]["epoch"] if rows else None,
+        "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "initial_loss": initial_loss,
+        "lr_trajectory": [r["lr"] for r in rows],
+        "wall_seconds": wall,
+        "experiment": config.experiment,
+        "suite": config.suite,
+    }
+    robust: dict[str, dict[str, float]] = {}
+    for key, name in (("fgsm_acc", "fgsm"), ("pgd_acc", "pgd")):
+        values = [(r["epoch"], r[key]) for r in rows if key in r]
+        if values:
+            robust[name] = {"final": values[-1][1], "peak": max(v for _, v in values)}
+    if robust:
+        summary["robust"] = robust
+    return summary

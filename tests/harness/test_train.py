@@ -1,0 +1,221 @@
+"""One run end to end: outputs, determinism, resume, grids, divergence, bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from aalr.cli import main
+from aalr.harness import train as train_module
+from aalr.harness.train import RunError, TrainConfig, run
+
+FAST = {"dataset": "mnist1d", "epochs": 3, "batch_size": 128, "train_subset": 512, "progress": False}
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_run_writes_the_documented_files(tmp_path):
+    summary = run({**FAST, "method": "aalr"}, tmp_path / "r")
+    out = tmp_path / "r"
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint.pt",
+    }
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "aalr" and config["version"] and "git_commit" in config
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) >= {
+        "epoch",
+        "lr",
+        "train_loss",
+        "test_loss",
+        "test_acc",
+        "action",
+        "reason",
+        "seconds",
+    }
+    assert summary["status"] == "finished" and summary["epochs"] == 3
+    assert summary["lr_trajectory"] == [r["lr"] for r in rows]
+    assert summary["peak_test_acc"] == max(r["test_acc"] for r in rows)
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    assert summary["initial_loss"] > 2.0  # ln(10) ~ 2.30 for an untrained 10-class model
+    assert json.loads((out / "summary.json").read_text())["model"] == "mnist1d-cnn"
+    torch.load(out / "checkpoint.pt", weights_only=True)  # loadable without unpickling
+
+
+def test_same_seed_same_run_other_seed_differs(tmp_path):
+    a = run({**FAST, "method": "sgdr"}, tmp_path / "a")
+    b = run({**FAST, "method": "sgdr"}, tmp_path / "b")
+    c = run({**FAST, "method": "sgdr", "seed": 1}, tmp_path / "c")
+    assert strip_times(metrics(tmp_path / "a")) == strip_times(metrics(tmp_path / "b"))
+    assert a["final_test_acc"] == b["final_test_acc"]
+    assert strip_times(metrics(tmp_path / "a")) != strip_times(metrics(tmp_path / "c"))
+    assert c["seed"] == 1
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["aalr", "sgdr", "schedulefree"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, method):
+    config = {**FAST, "epochs": 4, "method": method}
+    run(config, tmp_path / "full")
+    real_save = train_module.save_checkpoint
+    calls = {"n": 0}
+
+    def dying_save(out, state):
+        real_save(out, state)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Interrupt  # the process dies right after epoch 2's checkpoint
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    with pytest.raises(Interrupt):
+        run(config, tmp_path / "killed")
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    run(config, tmp_path / "killed", resume=True)
+    assert strip_times(metrics(tmp_path / "killed")) == strip_times(metrics(tmp_path / "full"))
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    config = {**FAST, "epochs": 3, "method": "step"}
+    out = tmp_path / "r"
+    run(config, out)
+    (out / "summary.json").unlink()  # pretend the run died after its last checkpoint
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    summary = run(config, out, resume=True)
+    assert "checkpoint.pt" in caplog.text and "cannot be loaded safely" in caplog.text
+    assert summary["epochs"] == 3  # epoch 3 was redone from epoch 2's checkpoint
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
+    out = tmp_path / "r"
+    run({**FAST, "epochs": 1, "method": "step"}, out)
+    (out / "summary.json").unlink()
+    import argparse
+
+    torch.save({"epoch": 1, "config": argparse.Namespace(lr=0.1)}, out / "checkpoint.pt")
+    (out / "checkpoint.prev.pt").unlink(missing_ok=True)
+    with pytest.raises(RunError, match=r"checkpoint.pt.*cannot be loaded safely.*no good checkpoint"):
+        run({**FAST, "epochs": 1, "method": "step"}, out, resume=True)
+
+
+def test_lr_grid_is_chosen_on_validation_data(tmp_path):
+    summary = run({**FAST, "epochs": 2, "method": "const", "lr": [0.5, 0.05]}, tmp_path / "g")
+    assert set(summary["lr_grid"]) == {"0.5", "0.05"}
+    best = max(summary["lr_grid"], key=summary["lr_grid"].get)
+    assert summary["chosen_lr"] == float(best)
+    assert summary["lr_trajectory"][0] == float(best)
+    val_config = json.loads((tmp_path / "g" / "grid" / "lr0.05" / "config.json").read_text())
+    assert val_config["validation_split"] is True
+
+
+def test_a_diverging_baseline_ends_cleanly(tmp_path):
+    summary = run({**FAST, "epochs": 4, "method": "const", "lr": 1e6}, tmp_path / "d")
+    assert summary["status"] == "diverged"
+    assert summary["epochs"] < 4
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_aalr_from_an_absurd_lr_recovers(tmp_path):
+    # The same LR kills a constant-LR baseline; AALR halves and restarts until training is stable.
+    baseline = run({**FAST, "epochs": 20, "method": "const", "lr": 1e3}, tmp_path / "c")
+    assert baseline["status"] == "diverged"
+    summary = run({**FAST, "epochs": 20, "method": "aalr", "lr": 1e3}, tmp_path / "a")
+    rows = metrics(tmp_path / "a")
+    assert summary["status"] == "finished" and summary["epochs"] == 20
+    restarts = [r for r in rows if r["action"] == "restore_initial"]
+    assert len(restarts) >= 5 and rows[0]["action"] == "restore_initial"
+    assert rows[-1]["lr"] <= 4.0
+    assert rows[-1]["train_loss"] is not None and rows[-1]["train_loss"] < summary["initial_loss"]
+    assert summary["peak_test_acc"] > 0.15  # above chance (0.1)
+
+
+def test_config_validation_errors():
+    cases = [
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose from mnist1d"),
+        ({"model": "resnet1000"}, "unknown model 'resnet1000'; choose from"),
+        ({"method": "magic"}, "unknown method 'magic'; choose from aalr"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"batch_size": -5}, "batch_size must be an integer >= 1, got -5"),
+        ({"lr": -0.1}, r"lr must be a finite number > 0"),
+        ({"lr": [0.1, 0.2], "method": "aalr"}, "an LR grid"),
+        ({"val_fraction": 1.5}, r"val_fraction must be in \(0, 1\)"),
+        ({"random_erasing": 2.0}, r"random_erasing is a probability in \[0, 1\], got 2.0"),
+        ({"adversarial": "pgd", "epsilon": 2.0, "alpha": 0.1, "steps": 3}, "epsilon"),
+        ({"adversarial": "pgd", "epsilon": 0.1, "alpha": -1.0, "steps": 3}, "alpha"),
+        ({"adversarial": "pgd", "epsilon": 0.1, "alpha": 0.01, "steps": 0}, "steps"),
+    ]
+    for values, match in cases:
+        with pytest.raises(RunError, match=match):
+            train_module.validate(TrainConfig(**{**FAST, **values}))
+    with pytest.raises(RunError, match=r"unknown settings \['colour'\]"):
+        TrainConfig.from_dict({"colour": "blue"})
+
+
+def test_cli_train_prints_the_trajectory(tmp_path, capsys):
+    code = main(
+        ["train", "--epochs", "2", "--train-subset", "256", "--out", str(tmp_path / "c"), "--no-progress"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "final test accuracy" in out and "LR trajectory" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--epochs", "0"], "epochs must be an integer >= 1"),
+        (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_touches_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    code = main(["train", "--out", str(out), "--no-progress", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_cli_refuses_another_runs_directory_unless_resume_or_force(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--epochs", "1", "--train-subset", "256", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    before = (out / "summary.json").read_text()
+    assert main([*args[:-3], "--seed", "3", "--out", str(out), "--no-progress"]) == 2
+    assert "holds another run" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+    assert main([*args, "--resume"]) == 0  # finished: nothing to do
+    assert main([*args[:-3], "--seed", "3", "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert "differ from the saved run" in capsys.readouterr().err
+    assert main([*args[:-3], "--seed", "3", "--out", str(out), "--no-progress", "--force"]) == 0
+    assert json.loads((out / "summary.json").read_text())["seed"] == 3
+
+
+def test_unwritable_output_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="exists and is not a directory"):
+        run({**FAST, "epochs": 1}, blocker)
