@@ -62,6 +62,27 @@ def big_mlp_task() -> tuple[Callable[[], nn.Module], torch.Tensor, torch.Tensor,
     return make, x, y, 256
 
 
+def resnet18_task() -> tuple[Callable[[], nn.Module], torch.Tensor, torch.Tensor, int]:
+    """ResNet-18 on CIFAR-shaped random data (for the GPU check): 11M parameters, BN buffers."""
+    from aalr.harness.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4096, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (4096,), generator=g)
+
+    def make() -> nn.Module:
+        return build_model("resnet18", num_classes=10, input_shape=(3, 32, 32))
+
+    return make, x, y, 256
+
+
+TASKS = {
+    "mnist1d-cnn": ("MNIST-1D CNN", mnist1d_task),
+    "mlp-10m": ("10M-parameter MLP", big_mlp_task),
+    "resnet18": ("ResNet-18, CIFAR-shaped random data", resnet18_task),
+}
+
+
 def epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -71,8 +92,8 @@ def epoch(
     generator: torch.Generator,
 ) -> float:
     model.train()
-    total = torch.zeros((), dtype=torch.float64)
-    for index in torch.randperm(len(x), generator=generator).split(batch_size):
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for index in torch.randperm(len(x), generator=generator).to(x.device).split(batch_size):
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x[index]), y[index])
         loss.backward()
@@ -86,8 +107,14 @@ def measure(
     task: Callable[[], tuple[Callable[[], nn.Module], torch.Tensor, torch.Tensor, int]],
     repeats: int,
     epochs: int,
+    device: torch.device,
 ) -> None:
-    make, x, y, batch_size = task()
+    make_cpu, x, y, batch_size = task()
+    x, y = x.to(device), y.to(device)
+
+    def make() -> nn.Module:
+        return make_cpu().to(device)
+
     plain_times: list[float] = []
     tuned_times: list[float] = []
     tuner_only: list[float] = []
@@ -99,8 +126,9 @@ def measure(
             tuner = AALR(model, optimizer, initial_loss=10.0, phase1_patience=1) if tuned else None
             generator = torch.Generator().manual_seed(repeat)
             for _ in range(epochs):
+                sync(device)
                 start = time.perf_counter()
-                loss = epoch(model, optimizer, x, y, batch_size, generator)
+                loss = epoch(model, optimizer, x, y, batch_size, generator)  # .item() syncs
                 if tuner is not None:
                     before = time.perf_counter()
                     tuner.step(loss)
@@ -110,6 +138,7 @@ def measure(
     model = make()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     epoch(model, optimizer, x[:batch_size], y[:batch_size], batch_size, torch.Generator().manual_seed(0))
+    sync(device)
     start = time.perf_counter()
     snapshot = {"model": cpu_copy(model.state_dict()), "optimizer": cpu_copy(optimizer.state_dict())}
     snapshot_seconds = time.perf_counter() - start
@@ -126,13 +155,21 @@ def measure(
     print("held by the tuner: the best checkpoint (one snapshot), plus the initial one while in phase 1")
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--tasks", nargs="+", default=["mnist1d-cnn", "mlp-10m"], choices=sorted(TASKS))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -140,8 +177,9 @@ def main() -> None:
         f"aalr overhead benchmark, commit {commit or 'unknown'}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    measure("MNIST-1D CNN", mnist1d_task, args.repeats, args.epochs)
-    measure("10M-parameter MLP", big_mlp_task, args.repeats, args.epochs)
+    for key in args.tasks:
+        title, task = TASKS[key]
+        measure(f"{title} on {device}", task, args.repeats, args.epochs, device)
     print("\ntarget: ratio <= 1.01")
 
 

@@ -1,0 +1,109 @@
+"""Checks that need a CUDA device (skipped elsewhere): run by benchmarks/gpu_check.sh on a GPU machine.
+
+Snapshots of GPU tensors are kept on the CPU and restored exactly; a harness run on CUDA uses bf16
+autocast and channels_last and writes CPU-loadable checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aalr import AALR
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_gpu_snapshots_live_on_the_cpu_and_restore_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4)).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    x, y = torch.randn(64, 16, device="cuda"), torch.randint(0, 4, (64,), device="cuda")
+
+    def epoch() -> float:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    tuner.step(epoch())
+    snapshot = tuner.snapshots.get("best")
+    assert all(t.device.type == "cpu" for t in snapshot["model"].values())
+    assert all(
+        t.device.type == "cpu"
+        for s in snapshot["optimizer"]["state"].values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor)
+    )
+    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    for _ in range(2):
+        epoch()
+        tuner.step(float("nan"))  # restore twice from the same snapshot
+        assert all(v.device.type == "cuda" for v in model.state_dict().values())
+        assert all(torch.equal(v.cpu(), best[k]) for k, v in model.state_dict().items())
+        for state in optimizer.state.values():
+            assert all(
+                t.device.type == "cuda" for k, t in state.items() if k != "step" and torch.is_tensor(t)
+            )
+    assert torch.cuda.memory_allocated() < 50 * 2**20
+
+
+def write_cifar10(root, n_train: int = 512, n_test: int = 256) -> None:
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [
+        *[(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)],
+        ("test_batch.bin", n_test),
+    ]:
+        labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
+        # class-dependent brightness so that the task is learnable
+        pixels = (rng.integers(0, 128, size=(n, 3072)) + labels * 12).astype(np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
+
+
+def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch):
+    from aalr.harness import train as train_module
+
+    seen = {"autocast": False, "channels_last": False}
+    real_evaluate = train_module.evaluate
+
+    def spy(model, x, *args, **kwargs):
+        first = next(p for p in model.parameters() if p.ndim == 4)
+        seen["channels_last"] = first.is_contiguous(memory_format=torch.channels_last)
+        return real_evaluate(model, x, *args, **kwargs)
+
+    real_autocast = train_module._autocast
+
+    def autocast_spy(device):
+        seen["autocast"] = seen["autocast"] or device.type == "cuda"
+        return real_autocast(device)
+
+    monkeypatch.setattr(train_module, "evaluate", spy)
+    monkeypatch.setattr(train_module, "_autocast", autocast_spy)
+    write_cifar10(tmp_path / "data")
+    summary = train_module.run(
+        {
+            "dataset": "cifar10",
+            "model": "resnet20",
+            "method": "aalr",
+            "epochs": 3,
+            "batch_size": 64,
+            "device": "cuda",
+            "data_dir": str(tmp_path / "data"),
+            "progress": False,
+        },
+        tmp_path / "run",
+    )
+    assert seen == {"autocast": True, "channels_last": True}
+    assert summary["status"] == "finished"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert all(t.device.type == "cpu" for t in checkpoint["model"].values())
