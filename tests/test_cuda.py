@@ -51,7 +51,23 @@ def test_gpu_snapshots_live_on_the_cpu_and_restore_exactly():
             assert all(
                 t.device.type == "cuda" for k, t in state.items() if k != "step" and torch.is_tensor(t)
             )
-    assert torch.cuda.memory_allocated() < 50 * 2**20
+
+
+def test_snapshots_take_no_gpu_memory():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10)).cuda()  # 16 MiB of weights
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(256, 2048, device="cuda"), torch.randint(0, 10, (256,), device="cuda")
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()  # momentum buffers exist
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    tuner = AALR(model, optimizer, initial_loss=5.0, phase1_patience=1)
+    tuner.step(1.0)  # initial and best snapshots both taken
+    tuner.step(float("nan"))  # and a restore
+    torch.cuda.synchronize()
+    assert tuner.snapshot_nbytes() > 30 * 2**20
+    assert torch.cuda.memory_allocated() - before < 2**20  # the copies live on the host
 
 
 def write_cifar10(root, n_train: int = 512, n_test: int = 256) -> None:

@@ -374,3 +374,22 @@ def test_load_state_dict_errors():
 def test_public_api():
     assert aalr.__version__
     assert {"AALR", "AALRConfig", "AALRPolicy"} <= set(aalr.__all__)
+
+
+def test_best_snapshot_buffers_are_reused_and_updated():
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    x, y = data()
+    train_epoch(model, optimizer, x, y)
+    tuner.step(1.0)  # first best snapshot
+    first = tuner.snapshots.get("best")["model"]["0.weight"]
+    pointer = first.data_ptr()
+    for loss in (0.9, 0.8):  # a window of 2 epochs that improves: a new best snapshot
+        train_epoch(model, optimizer, x, y)
+        tuner.step(loss)
+    assert tuner.history[-1]["action"] == "save_best"
+    second = tuner.snapshots.get("best")["model"]["0.weight"]
+    assert second.data_ptr() == pointer  # no new allocation
+    assert torch.equal(second, model.state_dict()["0.weight"])  # but the new values
+    assert second.data_ptr() != model.state_dict()["0.weight"].data_ptr()

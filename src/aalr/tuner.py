@@ -169,7 +169,9 @@ class AALR:
         elif decision.action == "restore_best":
             self._restore("best")
         elif decision.action == "save_best":
-            self.snapshots.put("best", self._capture())
+            # Reuse the previous best snapshot's CPU buffers: no allocation, pinned copies from a GPU.
+            previous = self.snapshots.peek("best") if isinstance(self.snapshots, MemorySnapshots) else None
+            self.snapshots.put("best", self._capture(reuse=previous))
         if self.phase == 2 and "initial" in self.snapshots.names():
             self.snapshots.drop("initial")  # phase 1 never comes back: free its restart point
         self._apply_lr()
@@ -198,10 +200,11 @@ class AALR:
         return record
 
     # -- acting ------------------------------------------------------------------------------
-    def _capture(self) -> dict[str, Any]:
+    def _capture(self, reuse: dict[str, Any] | None = None) -> dict[str, Any]:
+        reuse = reuse or {}
         return {
-            "model": cpu_copy(self.model.state_dict()),
-            "optimizer": cpu_copy(self.optimizer.state_dict()),
+            "model": cpu_copy(self.model.state_dict(), reuse.get("model")),
+            "optimizer": cpu_copy(self.optimizer.state_dict(), reuse.get("optimizer")),
         }
 
     def _restore(self, name: str) -> None:
@@ -230,7 +233,9 @@ class AALR:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly, snapshots included: plain values and CPU tensors.
 
-        Safe to ``torch.save`` and to read back with ``torch.load(..., weights_only=True)``.
+        Safe to ``torch.save`` and to read back with ``torch.load(..., weights_only=True)``. Like
+        torch's own ``state_dict``, it refers to the tuner's tensors (the snapshots, which a later
+        checkpoint overwrites in place): save it, or copy it, right away.
         """
         return {
             "format": STATE_FORMAT,
