@@ -137,6 +137,14 @@ def test_collect_joins_config_summary_and_metrics_and_ignores_unfinished_runs(re
     assert Path(row["run_dir"]) == results / "e1" / "aalr" / "seed1"
 
 
+def test_collect_leaves_out_grid_runs_on_the_validation_split(results: Path) -> None:
+    parent = results / "e1" / "step" / "seed0"
+    make_run(results, "e1", "step", 0, final=0.9, peak=0.9, summary={"chosen_lr": 0.1})
+    make_run(parent / "grid", "lr0.1", "step", 0, final=0.5, peak=0.5, config={"validation_split": True})
+    rows = collect(results)
+    assert [r["run_dir"] for r in rows if r["method"] == "step"] == [str(parent)]
+
+
 def test_collect_keeps_the_suite_order_when_the_runner_wrote_it(results: Path) -> None:
     order = [("e1", m, s) for s in (0, 1, 2) for m in ("sgdr", "aalr", "adam")]
     (results / "suite.json").write_text(

@@ -129,6 +129,8 @@ def collect(root: Path | str) -> list[dict[str, Any]]:
         if summary is None:
             continue
         config = _read_json(run_dir / "config.json")
+        if config.get("validation_split"):
+            continue  # a grid run on a validation split: its choice is in the parent's summary
         row: dict[str, Any] = {**config, **summary}
         row["config"] = config
         row["metrics"] = _read_metrics(run_dir / "metrics.jsonl")
