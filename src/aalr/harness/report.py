@@ -193,8 +193,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for (experiment, method), runs in groups.items():
         entry: dict[str, Any] = {"experiment": experiment, "method": method}
-        for key in ("dataset", "model", "batch_size", "epochs"):
+        for key in ("dataset", "model", "batch_size"):
             entry[key] = single([r.get(key) for r in runs])
+        # the planned length: a diverged run stops early and would otherwise split the heading
+        entry["epochs"] = single([r.get("epochs_planned", r.get("epochs")) for r in runs])
         entry["seeds"] = [r.get("seed") for r in runs]
         entry["n"] = len(runs)
         entry["failed"] = sum(1 for r in runs if r.get("status", "finished") != "finished")
