@@ -20,8 +20,16 @@ def test_shipped_suite_is_valid(name):
 
 
 def test_the_documented_suites_exist():
-    assert {"quick", "fmnist", "batchsize", "fmnist-adversarial", "table1-cifar10", "table2-cifar100",
-            "table3-cifar10-fgsm", "table4-pgd"} <= set(available_suites())
+    assert {
+        "quick",
+        "fmnist",
+        "batchsize",
+        "fmnist-adversarial",
+        "table1-cifar10",
+        "table2-cifar100",
+        "table3-cifar10-fgsm",
+        "table4-pgd",
+    } <= set(available_suites())
 
 
 def test_quick_runs_every_method():
