@@ -246,3 +246,115 @@ def test_policy_invariants(losses, rollback):
         if policy.phase == 2 and policy.best is not None:
             assert math.isfinite(policy.best)
         previous_patience, previous_exponent = p, decision.lr_exponent
+
+
+# -- AALR+: the budget-aware finish ------------------------------------------------------------
+
+
+def test_finish_steps_by_hand():
+    # budget 8: the finish starts after epoch ceil(0.75*8)=6, x0.01 from epoch ceil(0.9*8)=8 on
+    losses = [*PHASE2_START, 1.9, 1.8, 1.9, 1.85, 1.9, 1.7, 1.6]
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_patience=1, total_epochs=8))
+    decisions = [policy.step(x) for x in losses]
+    got = [(d.lr_exponent, d.action, d.lr_scale) for d in decisions]
+    assert got == [
+        (1, "save_best", 1.0),  # phase 1 done
+        (1, "none", 1.0),
+        (2, "save_best", 1.0),  # 1.8 < 2.0
+        (2, "none", 1.0),
+        (2, "none", 1.0),  # 1.85 >= 1.8: one more window
+        (2, "restore_best", 0.1),  # epoch 6 = 75%: 1.9 is not better than 1.8 -> restore, x0.1
+        (2, "save_best", 0.1),  # epoch 7, finishing: a better loss becomes the checkpoint; no doubling
+        (2, "save_best", 0.01),  # epoch 8 = 90% of the budget: x0.01
+    ]
+    assert "AALR+ finish" in decisions[5].reason
+
+
+def test_finish_steps_keeps_a_better_current_loss():
+    losses = [*PHASE2_START, 1.9, 1.8, 1.7]
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_patience=1, total_epochs=4))
+    decisions = [policy.step(x) for x in losses]
+    # epoch 3 = ceil(0.75*4): the window [1.9, 1.8] improved, so 1.8 is checkpointed and the doubling
+    # taken back: the finish decays from the LR that improved
+    assert (decisions[2].action, decisions[2].lr_exponent, decisions[2].lr_scale) == ("save_best", 1, 0.1)
+    assert (decisions[3].action, decisions[3].lr_scale) == ("save_best", 0.01)
+
+
+def test_finish_linear_by_hand():
+    # budget 6: the finish starts once the window in progress would not end before epoch 6
+    losses = [*PHASE2_START, 1.9, 1.8, 1.75, 1.7, 1.65, 1.6]
+    policy = AALRPolicy(
+        initial_loss=2.3, config=AALRConfig(phase1_patience=1, total_epochs=6, finish="linear")
+    )
+    decisions = [policy.step(x) for x in losses]
+    # epoch 3: window [1.9, 1.8] improves; the next window would end at 5 <= 6: continue, doubled (exp 2)
+    assert (decisions[2].action, decisions[2].lr_exponent, decisions[2].lr_scale) == ("save_best", 2, 1.0)
+    # epoch 5: window [1.75, 1.7] improves; the next would end at 7 >= 6: finish, take back the doubling,
+    # decay linearly: (6 - e) / (6 - 5 + 1) for the epochs after e
+    assert (decisions[4].action, decisions[4].lr_exponent, decisions[4].lr_scale) == ("save_best", 2, 0.5)
+    assert (decisions[5].action, decisions[5].lr_scale) == ("save_best", 0.0)
+
+
+def test_finish_nan_restores_and_halves():
+    losses = [*PHASE2_START, 1.9, 1.8, 2.0, NAN]
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_patience=1, total_epochs=4))
+    decisions = [policy.step(x) for x in losses]
+    # epoch 3 (= ceil(0.75*4)) improved: the finish starts with a checkpoint and the doubling taken back
+    assert (decisions[2].action, decisions[2].lr_exponent) == ("save_best", 1)
+    assert decisions[3].action == "none"  # 2.0 is not better: nothing, no exploration
+    assert (decisions[4].action, decisions[4].lr_exponent) == ("restore_best", 0)  # NaN: restore, halve
+
+
+def test_finish_starts_in_phase1_with_a_checkpoint():
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(total_epochs=4))
+    decisions = [policy.step(x) for x in [2.2, 2.1, 2.0, 1.9]]
+    assert decisions[2].action == "save_best" and decisions[2].lr_scale == 0.1
+    assert policy.phase == 1 and policy.finish_epoch == 3
+
+
+def test_finish_state_round_trip_mid_finish():
+    losses = [*PHASE2_START, 1.9, 1.8, 1.9, 1.85, 1.9, 1.7, NAN, 1.6, 1.5]
+    config = AALRConfig(phase1_patience=1, total_epochs=10, rollback=True)
+    full = AALRPolicy(initial_loss=2.3, config=config)
+    expected = [(d.lr_exponent, d.action, d.lr_scale) for d in (full.step(x) for x in losses)]
+    first = AALRPolicy(initial_loss=2.3, config=config)
+    head = [(d.lr_exponent, d.action, d.lr_scale) for d in (first.step(x) for x in losses[:9])]
+    assert first.finish_epoch is not None  # the save happens inside the finish
+    second = AALRPolicy()
+    second.load_state_dict(first.state_dict())
+    tail = [(d.lr_exponent, d.action, d.lr_scale) for d in (second.step(x) for x in losses[9:])]
+    assert head + tail == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"total_epochs": 0}, r"total_epochs must be None or an integer >= 1, got 0"),
+        ({"total_epochs": 2.5}, r"total_epochs must be None or an integer >= 1, got 2.5"),
+        ({"finish": "cosine"}, r"finish must be one of \('steps', 'linear'\), got 'cosine'"),
+    ],
+)
+def test_finish_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AALRConfig(**kwargs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    losses=st.lists(loss_values, max_size=60),
+    total=st.integers(min_value=1, max_value=60),
+    finish=st.sampled_from(["steps", "linear"]),
+)
+def test_finish_never_raises_the_lr_and_scale_decreases(losses, total, finish):
+    policy = AALRPolicy(
+        initial_loss=2.0, config=AALRConfig(phase1_patience=2, total_epochs=total, finish=finish)
+    )
+    previous_lr = None
+    for loss in losses:
+        decision = policy.step(loss)
+        lr = 2.0**decision.lr_exponent * decision.lr_scale
+        assert 0.0 <= decision.lr_scale <= 1.0
+        if policy.finish_epoch is not None and policy.epoch > policy.finish_epoch and previous_lr is not None:
+            assert lr <= previous_lr  # no more doubling once the finish has begun
+            assert decision.action != "restore_initial"
+        previous_lr = lr if policy.finish_epoch is not None else None

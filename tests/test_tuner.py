@@ -286,12 +286,20 @@ def test_state_dict_is_weights_only_loadable_and_plain():
     assert set(state["snapshots"]) == {"best"}
 
 
-def run_training(epochs, scripted, *, resume_at=None, tmp_path=None, rollback=False, snapshot_dir=None):
+def run_training(
+    epochs, scripted, *, resume_at=None, tmp_path=None, rollback=False, snapshot_dir=None, **extra
+):
     """Train for real; feed the tuner the real loss, or a scripted one where given (NaN forces restores)."""
     model = tiny_model()
     optimizer = OPTIMIZERS["sgd"](model.parameters())
     tuner = AALR(
-        model, optimizer, initial_loss=1.2, phase1_patience=2, rollback=rollback, snapshot_dir=snapshot_dir
+        model,
+        optimizer,
+        initial_loss=1.2,
+        phase1_patience=2,
+        rollback=rollback,
+        snapshot_dir=snapshot_dir,
+        **extra,
     )
     x, y = data()
     lrs = []
@@ -314,6 +322,7 @@ def run_training(epochs, scripted, *, resume_at=None, tmp_path=None, rollback=Fa
                 phase1_patience=2,
                 rollback=rollback,
                 snapshot_dir=snapshot_dir,
+                **extra,
             )
             ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
             model.load_state_dict(ckpt["model"])
@@ -393,3 +402,17 @@ def test_best_snapshot_buffers_are_reused_and_updated():
     assert second.data_ptr() == pointer  # no new allocation
     assert torch.equal(second, model.state_dict()["0.weight"])  # but the new values
     assert second.data_ptr() != model.state_dict()["0.weight"].data_ptr()
+
+
+@pytest.mark.parametrize("finish", ["steps", "linear"])
+def test_resume_in_the_middle_of_the_aalr_plus_finish(tmp_path, finish):
+    scripted = {0: 1.1, 1: 1.0, 12: NAN}
+    lrs, weights, tuner = run_training(16, scripted, rollback=True, total_epochs=16, finish=finish)
+    start = tuner.policy.finish_epoch
+    assert start is not None and start <= 14
+    assert lrs[-1] < lrs[start - 1]  # the finish lowered the LR
+    lrs2, weights2, _ = run_training(
+        16, scripted, resume_at=start + 1, tmp_path=tmp_path, rollback=True, total_epochs=16, finish=finish
+    )
+    assert lrs2 == lrs
+    assert_same_state(weights2, weights)

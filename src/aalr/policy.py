@@ -24,6 +24,15 @@ Phase 2 (optimistic binary exploration):
   A non-finite loss is acted on at the end of the epoch it appears in: restore the best
   checkpoint, halve the LR, double ``p``, start a new window.
 
+AALR+ (``total_epochs`` given; our addition): a finish that uses the budget, since Algorithm 1
+knows nothing of how many epochs remain and a short run often stops in a high-LR window.
+``finish="steps"``: at 75 % of the epochs restore the best checkpoint unless the current loss is
+better (then it becomes the checkpoint), multiply the LR by 0.1, stop exploring, and multiply by
+0.1 again at 90 %. ``finish="linear"``: once the phase-2 window in progress would not end before
+the budget does, do the same restore-unless-better and decay the LR linearly towards zero over the
+epochs that remain (no constant but the budget). A non-finite loss during the finish still
+restores the best checkpoint and halves.
+
 ``initial_loss=None`` (unknown loss of the initial model): phase 1's first epoch, and the first
 epoch after each restart, can then fail only by a non-finite loss; its loss becomes ``L*``.
 """
@@ -39,6 +48,8 @@ Action = Literal["none", "save_best", "restore_initial", "restore_best"]
 ACTIONS: tuple[str, ...] = ("none", "save_best", "restore_initial", "restore_best")
 WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
+FINISHES: tuple[str, ...] = ("steps", "linear")
+FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,16 @@ class AALRConfig:
             dead with a finite loss, from which halving alone never recovers.
         restart_best: ``L*`` after a phase-1 restart: ``"initial"`` (the initial loss, default: the
             restarted model is the initial one) or ``"keep"`` (the best loss seen so far).
+        total_epochs: the epoch budget, for the AALR+ finish (None: the paper's rules, unchanged).
+        finish: how AALR+ ends the run: ``"steps"`` or ``"linear"`` (see the module docstring).
     """
 
     phase1_patience: int = 10
     window: str = "p+1"
     rollback: bool = False
     restart_best: str = "initial"
+    total_epochs: int | None = None
+    finish: str = "steps"
 
     def __post_init__(self) -> None:
         if isinstance(self.phase1_patience, bool) or not isinstance(self.phase1_patience, int):
@@ -72,6 +87,14 @@ class AALRConfig:
             raise TypeError(f"rollback must be True or False, got {self.rollback!r}")
         if self.restart_best not in RESTART_BEST:
             raise ValueError(f"restart_best must be one of {RESTART_BEST}, got {self.restart_best!r}")
+        if self.total_epochs is not None and (
+            isinstance(self.total_epochs, bool)
+            or not isinstance(self.total_epochs, int)
+            or self.total_epochs < 1
+        ):
+            raise ValueError(f"total_epochs must be None or an integer >= 1, got {self.total_epochs!r}")
+        if self.finish not in FINISHES:
+            raise ValueError(f"finish must be one of {FINISHES}, got {self.finish!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,11 +102,13 @@ class AALRConfig:
 
 @dataclass(frozen=True)
 class Decision:
-    """What the tuner must do after an epoch: first ``action``, then train at ``eta0 * 2**lr_exponent``."""
+    """What the tuner must do after an epoch: first ``action``, then train at
+    ``eta0 * 2**lr_exponent * lr_scale`` (``lr_scale`` is 1 except in the AALR+ finish)."""
 
     action: str
     lr_exponent: int
     reason: str
+    lr_scale: float = 1.0
 
 
 def check_loss_value(initial_loss: object, name: str = "initial_loss") -> float | None:
@@ -120,6 +145,7 @@ class AALRPolicy:
     patience: int = 1  # phase 2: p
     window_epoch: int = 0  # phase 2: epochs trained in the current window
     missed_windows: int = 0  # phase 2: windows in a row that ended without improvement (0 or 1)
+    finish_epoch: int | None = None  # AALR+: the epoch whose decision started the finish
 
     def __post_init__(self) -> None:
         self.initial_loss = check_loss_value(self.initial_loss)
@@ -132,13 +158,69 @@ class AALRPolicy:
     def window_length(self) -> int:
         return self.patience + 1 if self.config.window == "p+1" else self.patience
 
+    @property
+    def lr_scale(self) -> float:
+        """The AALR+ finish's factor on ``eta0 * 2**k`` for the next epoch (1 outside the finish)."""
+        total, start = self.config.total_epochs, self.finish_epoch
+        if total is None or start is None:
+            return 1.0
+        if self.config.finish == "linear":
+            return max(total - self.epoch, 0) / (total - start + 1)
+        scale = 1.0
+        for fraction, factor in FINISH_STEPS:
+            if self.epoch >= _milestone(total, fraction):
+                scale = factor
+        return scale
+
     def step(self, loss: float) -> Decision:
         """Take one epoch's training loss; return the decision for the next epoch."""
         loss = float(loss)
         self.epoch += 1
-        if self.phase == 1:
-            return self._phase1(loss)
-        return self._phase2(loss)
+        if self.finish_epoch is not None:
+            decision = self._finishing(loss)
+        elif self.phase == 1:
+            decision = self._phase1(loss)
+        else:
+            decision = self._phase2(loss)
+        if self.finish_epoch is None and self._finish_due(loss):
+            decision = self._start_finish(loss, decision)
+        return Decision(decision.action, decision.lr_exponent, decision.reason, self.lr_scale)
+
+    # -- AALR+ ---------------------------------------------------------------------------------
+    def _finish_due(self, loss: float) -> bool:
+        total = self.config.total_epochs
+        if total is None or not math.isfinite(loss):  # a non-finite epoch is handled first
+            return False
+        if self.config.finish == "steps":
+            return self.epoch >= _milestone(total, FINISH_STEPS[0][0])
+        # "linear": once the window in progress (or the one just begun) would not end before the budget
+        remaining_in_window = self.window_length - self.window_epoch
+        return self.phase == 2 and self.epoch < total and self.epoch + remaining_in_window >= total
+
+    def _start_finish(self, loss: float, decision: Decision) -> Decision:
+        self.finish_epoch = self.epoch
+        why = f"AALR+ finish ({self.config.finish}) at epoch {self.epoch}/{self.config.total_epochs}"
+        if decision.action == "save_best":
+            self.lr_exponent -= 1  # take back the doubling: decay from the LR that just improved
+            return Decision("save_best", self.lr_exponent, f"{why}: this epoch improved; checkpoint")
+        if self.phase == 1 or self.best is None or loss < self.best:
+            # phase 1 has no best checkpoint yet; and a loss better than the best becomes the checkpoint
+            self.best = loss if self.best is None else min(self.best, loss)
+            return Decision("save_best", self.lr_exponent, f"{why}: current loss {loss:.6g}; checkpoint")
+        return Decision("restore_best", self.lr_exponent, f"{why}: restore the best checkpoint")
+
+    def _finishing(self, loss: float) -> Decision:
+        if not math.isfinite(loss):
+            self.lr_exponent -= 1
+            return Decision(
+                "restore_best", self.lr_exponent, "AALR+ finish: loss not finite; restore best, halve LR"
+            )
+        if self.best is None or loss < self.best:
+            self.best = loss
+            return Decision(
+                "save_best", self.lr_exponent, f"AALR+ finish: {loss:.6g} is the best; checkpoint"
+            )
+        return Decision("none", self.lr_exponent, "AALR+ finish")
 
     def _phase1(self, loss: float) -> Decision:
         if not math.isfinite(loss) or (self.best is not None and loss > self.best):
@@ -228,6 +310,7 @@ class AALRPolicy:
         "patience",
         "window_epoch",
         "missed_windows",
+        "finish_epoch",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -236,9 +319,15 @@ class AALRPolicy:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = {"finish_epoch": None, **state}  # states saved before AALR+ existed
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
         if missing:
             raise ValueError(f"AALR policy state is missing keys {missing}")
         self.config = AALRConfig(**state["config"])
         for key in self._STATE_KEYS:
             setattr(self, key, state[key])
+
+
+def _milestone(total: int, fraction: float) -> int:
+    """The epoch (1-based, after whose step) at which a fraction of the budget is reached."""
+    return max(1, math.ceil(fraction * total))

@@ -61,6 +61,8 @@ class AALR:
             set), the first best loss ``L*``. ``None``: unknown; the first epoch of phase 1 (and of
             each restart) then fails only on a non-finite loss.
         phase1_patience, window, rollback, restart_best: see :class:`aalr.AALRConfig`.
+        total_epochs, finish: AALR+, a finish that uses the epoch budget (None: the paper's rules);
+            see :mod:`aalr.policy`.
         snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
         sync_distributed: under ``torch.distributed``, decide on the mean loss over ranks (default),
             so every rank takes the same decision.
@@ -87,6 +89,8 @@ class AALR:
         window: str = "p+1",
         rollback: bool = False,
         restart_best: str = "initial",
+        total_epochs: int | None = None,
+        finish: str = "steps",
         snapshot_dir: str | os.PathLike[str] | None = None,
         sync_distributed: bool = True,
     ) -> None:
@@ -111,7 +115,12 @@ class AALR:
             raise TypeError(f"sync_distributed must be True or False, got {sync_distributed!r}")
         loss0 = None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
         config = AALRConfig(
-            phase1_patience=phase1_patience, window=window, rollback=rollback, restart_best=restart_best
+            phase1_patience=phase1_patience,
+            window=window,
+            rollback=rollback,
+            restart_best=restart_best,
+            total_epochs=total_epochs,
+            finish=finish,
         )
 
         self.model = model
@@ -133,8 +142,8 @@ class AALR:
 
     @property
     def lr(self) -> float:
-        """The LR of param group 0 for the next epoch: ``eta0 * 2**k``."""
-        return math.ldexp(self.eta0, self.policy.lr_exponent)
+        """The LR of param group 0 for the next epoch: ``eta0 * 2**k`` (times the AALR+ finish's scale)."""
+        return math.ldexp(self.eta0, self.policy.lr_exponent) * self.policy.lr_scale
 
     @property
     def phase(self) -> int:

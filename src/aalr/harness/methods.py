@@ -97,6 +97,7 @@ METHODS: tuple[str, ...] = (
     "aalr",
     "aalr-rollback",
     "aalr-adam",
+    "aalr-plus",
     "step",
     "const",
     "sgdr",
@@ -109,7 +110,7 @@ METHODS: tuple[str, ...] = (
     "dog",
 )
 PEER_METHODS: tuple[str, ...] = ("prodigy", "dadapt", "schedulefree", "dog")
-AALR_METHODS: tuple[str, ...] = ("aalr", "aalr-rollback", "aalr-adam")
+AALR_METHODS: tuple[str, ...] = ("aalr", "aalr-rollback", "aalr-adam", "aalr-plus")
 
 SGD_MOMENTUM = 0.9
 SGD_WEIGHT_DECAY = 5e-4
@@ -128,6 +129,7 @@ _DEFAULT_LR: dict[str, float | None] = {
     "aalr": 0.1,
     "aalr-rollback": 0.1,
     "aalr-adam": 1e-3,
+    "aalr-plus": 0.1,
     "step": None,  # depends on the model: see step_schedule()
     "const": 0.1,
     "sgdr": 0.1,
@@ -806,13 +808,15 @@ def build_method(
         from aalr.tuner import AALR  # the library; imported here so the non-AALR methods never need it
 
         tuner_options = _constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback"))
+        if name == "aalr-plus":  # AALR+: rollback and the budget-aware finish over this run's epochs
+            options = {"total_epochs": epochs, **options}
         optimizer_options = _ADAM_OPTIONS if name == "aalr-adam" else _SGD_OPTIONS
         _check_options(name, options, (*optimizer_options, *tuner_options))
         eta0 = lr if lr is not None else _DEFAULT_LR[name]
         assert eta0 is not None
         optimizer_factory = _adam if name == "aalr-adam" else _sgd
         optimizer, optimizer_settings = optimizer_factory(params, eta0, wd, options)
-        rollback = name == "aalr-rollback"
+        rollback = name in ("aalr-rollback", "aalr-plus")
         tuner = AALR(model, optimizer, initial_loss=initial_loss, rollback=rollback, **options)
         settings.update(optimizer_settings, schedule="AALR", rollback=rollback, **_plain(options))
         settings["initial_loss"] = None if initial_loss is None else float(initial_loss)
@@ -975,6 +979,10 @@ _DESCRIPTIONS: dict[str, str] = {
     "'A Simple Dynamic Learning Rate Tuning Algorithm for Automated Training of DNNs', ICLR 2020 submission)",
     "aalr-rollback": "as aalr, with rollback=True: when phase 2 halves the LR it also restores the best "
     "weights (this package's addition to the ICLR 2020 submission's Algorithm 1)",
+    "aalr-plus": "AALR+: as aalr-rollback, with the budget-aware finish over the run's epochs "
+    "(total_epochs = --epochs; finish 'steps': at 75% restore the best checkpoint unless the current loss "
+    "is better, LR x0.1, stop exploring; x0.1 again at 90%; this package's addition to the ICLR 2020 "
+    "AALR submission)",
     "aalr-adam": "Adam (lr 1e-3, betas 0.9/0.999, no weight decay) with AALR setting its LR every epoch "
     "(AALR paper; Adam: Kingma & Ba, ICLR 2015)",
     "step": f"{_SGD} with the model's published step schedule, scaled to the run: ResNet-18 and WRN 0.1, "
