@@ -415,6 +415,18 @@ def _label(row: dict[str, Any], several_experiments: bool) -> str:
     return f"{row.get('experiment')}/{method}" if several_experiments else method
 
 
+def _style(index: int, method: str) -> dict[str, Any]:
+    """A distinct look per line: 20 colours, and AALR methods drawn thicker so they stand out."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors  # type: ignore[attr-defined]
+    return {
+        "color": colours[(2 * index) % 20 if index < 10 else (2 * index + 1) % 20],
+        "linewidth": 2.2 if method.startswith("aalr") else 1.2,
+        "linestyle": "-" if index < 10 else "--",
+    }
+
+
 def _save(fig: Any, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -437,9 +449,15 @@ def plot_lr_trajectories(
             firsts[key] = row
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
-        for row in firsts.values():
+        for index, row in enumerate(firsts.values()):
             lrs = _lr_trajectory(row)
-            ax.plot(range(1, len(lrs) + 1), lrs, drawstyle="steps-mid", label=_label(row, several))
+            ax.plot(
+                range(1, len(lrs) + 1),
+                lrs,
+                drawstyle="steps-mid",
+                label=_label(row, several),
+                **_style(index, str(row.get("method"))),
+            )
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("learning rate")
@@ -473,10 +491,11 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: Path | str, *, experimen
         groups.setdefault((row.get("experiment"), row.get("method")), []).append(row)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
-        for runs in groups.values():
+        for index, runs in enumerate(groups.values()):
             label = _label(runs[0], several)
             epochs, mean = _mean_curve(runs, "test_acc")
-            (line,) = ax.plot(epochs, [100 * v for v in mean], label=f"{label} (n={len(runs)})")
+            look = _style(index, str(runs[0].get("method")))
+            (line,) = ax.plot(epochs, [100 * v for v in mean], label=f"{label} (n={len(runs)})", **look)
             for key, style in (("fgsm_acc", "--"), ("pgd_acc", ":")):
                 robust_epochs, robust_mean = _mean_curve(runs, key)
                 if robust_epochs:
