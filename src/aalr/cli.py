@@ -2,6 +2,9 @@
 
 Bad input exits with code 2 and a message naming the value and what is allowed (argparse's own
 convention), before anything in an output directory is touched.
+
+``torchrun --nproc_per_node N -m aalr train ...`` trains one run on N processes (see
+:mod:`aalr.harness.distributed`); rank 0 alone prints, the other ranks log errors only.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,7 +99,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
         "train_subset": args.train_subset,
         "loss_pass": args.loss_pass,
         "model_options": dict(args.model_option),
-        "method_options": dict(args.method_option),
+        "method_args": dict(args.method_option),
         "adversarial": args.adversarial,
         "epsilon": args.epsilon,
         "alpha": args.alpha,
@@ -110,9 +114,15 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from aalr.harness import distributed
     from aalr.harness.train import run
 
-    summary = run(_train_config(args), Path(args.out), resume=args.resume, force=args.force)
+    try:
+        summary = run(_train_config(args), Path(args.out), resume=args.resume, force=args.force)
+        if not distributed.is_main():
+            return 0
+    finally:
+        distributed.shutdown()
     final, peak = summary.get("final_test_acc"), summary.get("peak_test_acc")
     print(
         f"{summary['status']}: final test accuracy {100 * (final or 0):.2f}%, peak {100 * (peak or 0):.2f}% "
@@ -139,9 +149,14 @@ def suite_run_fn(overrides: dict[str, Any]) -> Any:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    if _torchrun_rank() is not None:
+        raise ValueError(
+            "compare runs its runs one after another in one process; under torchrun use `aalr train` "
+            "for each run"
+        )
     from aalr.harness.report import collect, summarize, to_markdown, write_report
     from aalr.harness.suite import load_suite, run_suite
-    from aalr.harness.train import RunError, TrainConfig, validate
+    from aalr.harness.train import RunError, TrainConfig, check_writable, validate
 
     def check(config: dict[str, Any]) -> None:
         settings = {key: value for key, value in config.items() if key != "resume"}
@@ -157,6 +172,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     out = Path(args.out)
+    check_writable(out)  # an unusable output folder or a full disk is reported before any run
     run_suite(
         suite, out, suite_run_fn(overrides), only=args.only, progress=lambda line: print(line, flush=True)
     )
@@ -213,20 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several (WORLD_SIZE > 1), else None."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return None
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0  # a malformed RANK is reported by `train` itself
+
+
 COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    rank = _torchrun_rank()
+    level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=level if not rank else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"aalr {args.command}: error: {error}", file=sys.stderr)
+        where = f" (rank {rank})" if rank else ""
+        print(f"aalr {args.command}{where}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # e.g. the disk filled up during a run: not bad input, but say it in one line
+        print(f"aalr {args.command}: error: {error}; the run can continue with --resume", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,13 @@ accuracies for adversarial runs), a metrics line and a checkpoint.
 Files of a run (see DESIGN.md): ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (and
 ``checkpoint.prev.pt``, the one before), ``summary.json`` written last: a run is finished iff
 ``summary.json`` exists.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1; see :mod:`aalr.harness.distributed`) the run trains with
+DistributedDataParallel: ``batch_size`` stays the global batch (each rank takes ``batch_size /
+world_size``), each epoch's permutation is sharded across ranks, the epoch loss is averaged over all
+ranks' samples, so the method (AALR) takes the same decision on every rank. Every rank evaluates the
+whole test set (the ranks hold one model, so they get the same numbers, in the time rank 0 alone
+would take); only rank 0 touches the output directory and prints.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aalr.harness import distributed
 from aalr.snapshot import atomic_torch_save
 
 log = logging.getLogger("aalr.harness")
@@ -64,7 +73,7 @@ class TrainConfig:
     weight_decay: float | None = None  # None: the method's default
     val_fraction: float = 0.1  # held out of the training data to choose a grid's LR
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 0.5} for fmnist-cnn
-    method_options: dict[str, Any] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)  # passed to the method (optimizer, tuner)
     random_erasing: float = 0.0  # probability (the paper's section 5.5 uses 0.5)
     cutout: int = 0
     train_subset: int | None = None  # use only the first N training samples (CPU-sized suites)
@@ -137,14 +146,24 @@ def validate(config: TrainConfig) -> None:
             )
     elif config.lr is not None:
         _check_lr(config.lr)
-    if config.weight_decay is not None and (
-        not isinstance(config.weight_decay, int | float) or not config.weight_decay >= 0
+    if config.weight_decay is not None and not (
+        _is_real(config.weight_decay) and 0 <= config.weight_decay < math.inf
     ):
-        raise RunError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
-    if not isinstance(config.val_fraction, int | float) or not 0 < config.val_fraction < 1:
+        raise RunError(f"weight_decay must be a finite number >= 0, got {config.weight_decay!r}")
+    if not _is_real(config.val_fraction) or not 0 < config.val_fraction < 1:
         raise RunError(f"val_fraction must be in (0, 1), got {config.val_fraction!r}")
-    if not isinstance(config.random_erasing, int | float) or not 0 <= config.random_erasing <= 1:
+    if not _is_real(config.random_erasing) or not 0 <= config.random_erasing <= 1:
         raise RunError(f"random_erasing is a probability in [0, 1], got {config.random_erasing!r}")
+    for name in ("model_options", "method_args"):
+        options = getattr(config, name)
+        if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+            raise RunError(f"{name} must be a table of name = value settings, got {options!r}")
+    # The attack settings are checked even when unused: a bad value is a mistake either way.
+    if not _is_real(config.epsilon) or not 0 <= config.epsilon <= 1:
+        raise RunError(f"epsilon is an L-inf radius in pixel units, in [0, 1]; got {config.epsilon!r}")
+    if config.alpha is not None and not (_is_real(config.alpha) and 0 < config.alpha < math.inf):
+        raise RunError(f"alpha (the attack step) must be a finite number > 0, got {config.alpha!r}")
+    _positive_int("steps", config.steps)
     if isinstance(config.cutout, bool) or not isinstance(config.cutout, int) or config.cutout < 0:
         raise RunError(f"cutout must be an integer >= 0 (pixels), got {config.cutout!r}")
     if config.train_subset is not None:
@@ -166,6 +185,69 @@ def validate(config: TrainConfig) -> None:
             training_attack(config)
         except (TypeError, ValueError) as error:
             raise RunError(str(error)) from error
+    _dry_build(config)
+
+
+def _is_real(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
+
+
+# Input shape and classes of each data set, so that settings can be checked before any data load.
+_DATA_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist1d": ((1, 40), 10),
+    "digits": ((1, 8, 8), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+
+
+def _dry_build(config: TrainConfig) -> None:
+    """Build the model (on the meta device: no memory) and the method (on a stand-in module) to check
+    their options before any file is touched."""
+    from aalr.harness.methods import build_method
+    from aalr.harness.models import build_model, default_model_for
+
+    shape, classes = _DATA_SHAPES[config.dataset]
+    model_name = config.model or default_model_for(config.dataset)
+    first_lr = config.lr[0] if isinstance(config.lr, list) else config.lr
+    try:
+        with torch.device("meta"):
+            build_model(model_name, num_classes=classes, input_shape=shape, **config.model_options)
+        build_method(
+            config.method,
+            nn.Linear(1, 1),
+            epochs=config.epochs,
+            steps_per_epoch=1,
+            model_name=model_name,
+            lr=first_lr,
+            weight_decay=config.weight_decay,
+            initial_loss=None,
+            **config.method_args,
+        )
+    except (TypeError, ValueError) as error:
+        raise RunError(str(error)) from error
+
+
+def check_launch(config: TrainConfig) -> tuple[distributed.Launch, torch.device] | None:
+    """Under torchrun: the launch and this rank's device, checked against the settings; else None.
+
+    Reads the environment only, so a bad setting fails on every rank before any rank waits for another.
+    """
+    try:
+        launch = distributed.launch_from_env()
+        if launch is None:
+            return None
+        device = distributed.device_for(str(config.device), launch)
+    except ValueError as error:
+        raise RunError(str(error)) from error
+    if config.batch_size % launch.world_size:
+        raise RunError(
+            f"batch_size {config.batch_size} is the global batch and must divide evenly among the "
+            f"{launch.world_size} ranks (WORLD_SIZE); use a multiple of {launch.world_size}"
+        )
+    return launch, device
 
 
 def training_attack(config: TrainConfig) -> Any:
@@ -288,6 +370,28 @@ def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_directory(out)  # make both renames durable
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _zip_is_intact(path: Path) -> str | None:
+    """torch.load does not check the archive's CRC-32s, so a flipped byte in tensor data would load
+    silently; check them first. Returns the name of the first bad member, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except zipfile.BadZipFile as error:
+        return f"not a zip archive ({error})"
 
 
 def _short_error(error: Exception) -> str:
@@ -312,6 +416,9 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
         if not path.exists():
             continue
         try:
+            bad = _zip_is_intact(path)
+            if bad is not None:
+                raise ValueError(f"corrupted data in {bad}")
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # truncated, corrupted, or holding pickled objects
             message = f"checkpoint {str(path)!r} cannot be loaded safely ({_short_error(error)})"
@@ -335,20 +442,7 @@ def prepare_out_dir(out: Path, config: TrainConfig, *, resume: bool, force: bool
     Refuses another run's directory unless ``resume`` (same settings) or ``force`` (start over).
     """
     config_path = out / "config.json"
-    if out.exists() and not out.is_dir():
-        raise RunError(f"output path {str(out)!r} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
-    free = shutil.disk_usage(out).free
-    if free < 50 * 2**20:
-        raise RunError(
-            f"output directory {str(out)!r} has only {free // 2**20} MiB free; need at least 50 MiB"
-        )
+    check_writable(out)
     if not config_path.exists():
         return False
     if force:
@@ -376,7 +470,31 @@ def prepare_out_dir(out: Path, config: TrainConfig, *, resume: bool, force: bool
     if differences:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
         raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
+    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+        stale.unlink(missing_ok=True)
     return True
+
+
+MIN_FREE_MIB = 50
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` if needed and check that it can be written and has room; before any training."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output path {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
+    free = shutil.disk_usage(out).free
+    if free < MIN_FREE_MIB * 2**20:
+        raise RunError(
+            f"output directory {str(out)!r} has only {free // 2**20} MiB free; "
+            f"need at least {MIN_FREE_MIB} MiB"
+        )
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -396,7 +514,10 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 def _batches(
     n: int, batch_size: int, generator: torch.Generator, device: torch.device
 ) -> Iterator[torch.Tensor]:
+    """This rank's minibatches of one epoch: ``batch_size`` is per rank (the global batch / world size)."""
     order = torch.randperm(n, generator=generator).to(device)
+    if distributed.active():
+        order = distributed.shard(order, distributed.rank(), distributed.world_size())
     yield from order.split(batch_size)
 
 
@@ -436,20 +557,32 @@ def run(
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     validate(config)
+    launch = check_launch(config)
     out = Path(out)
-    resuming = prepare_out_dir(out, config, resume=resume, force=force)
-    if resuming and (out / "summary.json").exists():
-        try:
-            summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
-            return summary
-        except json.JSONDecodeError:
-            log.warning("summary.json in %s is unreadable; finishing the run again", out)
+    if launch is not None:
+        distributed.init_process_group(*launch)
+
+    def look() -> dict[str, Any]:
+        resuming = prepare_out_dir(out, config, resume=resume, force=force)
+        if resuming and (out / "summary.json").exists():
+            try:
+                return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
+            except json.JSONDecodeError:
+                log.warning("summary.json in %s is unreadable; finishing the run again", out)
+        return {"resuming": resuming, "summary": None}
+
+    state = _rank0_decides(look)
+    resuming = bool(state["resuming"])
+    if state["summary"] is not None:
+        summary: dict[str, Any] = state["summary"]
+        return summary
     from aalr import __version__
 
     saved_config = {**config.to_dict(), "version": __version__, "git_commit": git_commit()}
-    if not resuming:
+    if not resuming and distributed.is_main():
         write_json(out / "config.json", saved_config)
-    context = _Context(config=config, device=resolve_device(config.device), out=out)
+    device = resolve_device(config.device) if launch is None else launch[1]
+    context = _Context(config=config, device=device, out=out)
     grid: dict[str, float] = {}
     lr: float | None
     if isinstance(config.lr, list):
@@ -462,8 +595,31 @@ def run(
     if grid:
         summary["lr_grid"] = grid
         summary["chosen_lr"] = lr
-    write_json(out / "summary.json", summary)
+    if distributed.is_main():
+        write_json(out / "summary.json", summary)
+    distributed.barrier()  # when run() returns on any rank, summary.json is there
     return summary
+
+
+def _rank0_decides(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``look()`` (which checks and prepares the output directory) on rank 0 only; its answer, or its
+    error, on every rank. A single process just calls it."""
+    if not distributed.active():
+        return look()
+    answer: dict[str, Any] = {}
+    failure: Exception | None = None
+    if distributed.is_main():
+        try:
+            answer = look()
+        except Exception as error:  # the other ranks must hear of it, or they would wait for ever
+            failure = error
+            answer = {"error": str(error)}
+    answer = distributed.broadcast_json(answer)
+    if failure is not None:
+        raise failure
+    if "error" in answer:
+        raise RunError(f"rank 0: {answer['error']}")
+    return answer
 
 
 def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
@@ -480,17 +636,28 @@ def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
 
 def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
     """A run on the validation split (resumable on its own): its 'test' set is held-out training data."""
-    resuming = prepare_out_dir(out, config, resume=True, force=False)
-    if resuming and (out / "summary.json").exists():
-        result: dict[str, Any] = json.loads((out / "summary.json").read_text())
+
+    def look() -> dict[str, Any]:
+        resuming = prepare_out_dir(out, config, resume=True, force=False)
+        if resuming and (out / "summary.json").exists():
+            return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
+        return {"resuming": resuming, "summary": None}
+
+    state = _rank0_decides(look)
+    resuming = bool(state["resuming"])
+    if state["summary"] is not None:
+        result: dict[str, Any] = state["summary"]
         return result
-    if not resuming:
+    if not resuming and distributed.is_main():
         write_json(out / "config.json", {**config.to_dict(), "validation_split": True})
-    context = _Context(config=config, device=resolve_device(config.device), out=out)
+    launch = check_launch(config)
+    device = resolve_device(config.device) if launch is None else launch[1]
+    context = _Context(config=config, device=device, out=out)
     summary = _train(
         context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
     )
-    write_json(out / "summary.json", summary)
+    if distributed.is_main():
+        write_json(out / "summary.json", summary)
     return summary
 
 
@@ -505,7 +672,8 @@ def _train(
 
     config, device, out = context.config, context.device, context.out
     seed_everything(config.seed)
-    ds = load_dataset(config.dataset, config.data_dir)
+    with distributed.local_main_first():  # one download or cache write per node
+        ds = load_dataset(config.dataset, config.data_dir)
     if config.train_subset is not None and config.train_subset < len(ds.x_train):
         ds = dataclasses.replace(
             ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
@@ -530,7 +698,12 @@ def _train(
     generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
     device_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     n_train = len(ds.x_train)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    world_size = distributed.world_size()
+    batch_size = config.batch_size // world_size  # per rank; check_launch made it divide evenly
+    n_local = distributed.shard_size(n_train, world_size)
+    if n_local == 0:
+        raise RunError(f"{n_train} training samples cannot be shared among {world_size} ranks")
+    steps_per_epoch = math.ceil(n_local / batch_size)
 
     def prepare(xb: torch.Tensor) -> torch.Tensor:
         xb = ds.as_float(xb)
@@ -538,7 +711,7 @@ def _train(
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
-    checkpoint = load_checkpoint(out) if resume else None
+    checkpoint = _load_checkpoint_on_every_rank(out) if resume else None
     initial_loss = None
     if checkpoint is None:
         initial_loss = _initial_loss(model, ds, prepare, device, train_attack, device_generator)
@@ -551,7 +724,7 @@ def _train(
         lr=lr,
         weight_decay=config.weight_decay,
         initial_loss=initial_loss,
-        **config.method_options,
+        **config.method_args,
     )
     rows: list[dict[str, Any]] = []
     start_epoch = 0
@@ -570,6 +743,7 @@ def _train(
         status = str(checkpoint["status"])
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
+    train_model = _data_parallel(model, device)
     eval_attacks = []
     if config.adversarial:
         eval_attacks = [
@@ -590,11 +764,13 @@ def _train(
     while epoch < config.epochs and status == STATUS_FINISHED:
         epoch += 1
         epoch_start = time.perf_counter()
+        if distributed.active():
+            distributed.seed_epoch(config.seed, epoch, device_generator)
         lr_used = method.lr
         method.train_mode()
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for index in _batches(n_train, config.batch_size, generator, device):
+        for index in _batches(n_train, batch_size, generator, device):
             xb = prepare(ds.x_train[index])
             yb = ds.y_train[index]
             if augment is not None:
@@ -603,12 +779,13 @@ def _train(
                 xb = attack(model, xb, yb, train_attack, generator=device_generator)
             method.optimizer.zero_grad(set_to_none=True)
             with _autocast(device):
-                loss = F.cross_entropy(model(xb).float(), yb)
+                loss = F.cross_entropy(train_model(xb).float(), yb)
             loss.backward()
             method.optimizer.step()
             method.after_batch()
             loss_sum += loss.detach().double() * len(index)
-        train_loss = float(loss_sum.item()) / n_train
+        train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
+        distributed.sync_buffers(model)
         if config.loss_pass == "full":
             method.eval_mode()
             train_loss, _ = evaluate(model, ds.x_train, ds.y_train, ds.as_float, device)
@@ -644,6 +821,8 @@ def _train(
                 "%s: training loss is %s at epoch %d; the run diverged", config.method, train_loss, epoch
             )
         wall = wall_before + time.perf_counter() - started
+        if not distributed.is_main():
+            continue  # rank 0 alone writes the files (and has the progress bar)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
         save_checkpoint(
             out,
@@ -668,6 +847,42 @@ def _train(
     return _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )
+
+
+def _load_checkpoint_on_every_rank(out: Path) -> dict[str, Any] | None:
+    """Every rank reads the checkpoint itself (the output directory must be on a shared file system);
+    the ranks then check that they read the same epoch, so they cannot train apart."""
+    error: RunError | None = None
+    checkpoint: dict[str, Any] | None = None
+    try:
+        checkpoint = load_checkpoint(out)
+    except RunError as caught:
+        if not distributed.active():
+            raise
+        error = caught
+    epoch = -2 if error is not None else -1 if checkpoint is None else int(checkpoint["epoch"])
+    low, high = distributed.min_max_over_ranks(epoch)
+    if error is not None:
+        raise error
+    if low != high:
+        raise RunError(
+            f"the ranks read different checkpoints in {str(out)!r} (epochs {low} to {high}; -1: none, "
+            "-2: unreadable); the output directory must be on a file system that every node shares"
+        )
+    return checkpoint
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the training forward pass goes through: DDP under torchrun, else ``model`` itself.
+
+    Everything else (attacks, evaluation, the method and its tuner, checkpoints) uses ``model``, the
+    same parameters without DDP's gradient hooks.
+    """
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _initial_loss(
@@ -697,7 +912,7 @@ def _initial_loss(
 
 
 def _progress(config: TrainConfig, start: int) -> Any:
-    if not config.progress:
+    if not config.progress or not distributed.is_main():
         return None
     from tqdm import tqdm
 
