@@ -173,6 +173,10 @@ class AALR:
         lr_before = self.lr
         phase_before = self.phase
         decision = self.policy.step(value)
+        if self.phase == 2 and "initial" in self.snapshots.names():
+            # phase 1 never comes back: free its restart point before taking the best checkpoint,
+            # so the two are never held at once (peak memory: one snapshot, not two)
+            self.snapshots.drop("initial")
         if decision.action == "restore_initial":
             self._restore("initial")
         elif decision.action == "restore_best":
@@ -181,8 +185,6 @@ class AALR:
             # Reuse the previous best snapshot's CPU buffers: no allocation, pinned copies from a GPU.
             previous = self.snapshots.peek("best") if isinstance(self.snapshots, MemorySnapshots) else None
             self.snapshots.put("best", self._capture(reuse=previous))
-        if self.phase == 2 and "initial" in self.snapshots.names():
-            self.snapshots.drop("initial")  # phase 1 never comes back: free its restart point
         self._apply_lr()
         record: dict[str, Any] = {
             "epoch": self.policy.epoch,
