@@ -247,7 +247,7 @@ def test_table1_follows_the_paper() -> None:
         "wrn-28-10-dropout-cutout": ("wrn-28-10", 200, 128),
     }
     assert suite.experiments == list(expected)
-    assert suite.methods == ALL_METHODS
+    assert suite.methods == [*ALL_METHODS[:2], "aalr-plus", *ALL_METHODS[2:]]
     for run in suite.runs:
         assert run.config["dataset"] == "cifar10"
         model, epochs, batch_size = expected[run.experiment]
@@ -256,9 +256,9 @@ def test_table1_follows_the_paper() -> None:
             epochs,
             batch_size,
         )
-        assert ("cutout" in run.config["augment"]) == run.experiment.endswith("cutout")
+        assert (run.config.get("cutout", 0) == 16) == run.experiment.endswith("cutout")
     assert sorted({r.seed for r in suite.runs}) == [0, 1, 2]
-    assert len(suite.runs) == len(expected) * len(ALL_METHODS) * 3
+    assert len(suite.runs) == len(expected) * (len(ALL_METHODS) + 1) * 3
     assert "GPU" in suite.description
 
 
