@@ -92,7 +92,7 @@ def device_for(name: str, launch: Launch) -> torch.device:
 
 def init_process_group(launch: Launch, device: torch.device) -> None:
     """Join the torchrun process group (``nccl`` for CUDA, ``gloo`` for the CPU) unless joined already."""
-    if active():
+    if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != launch.world_size:
             raise ValueError(
                 f"a process group of {dist.get_world_size()} ranks exists, but WORLD_SIZE={launch.world_size}"

@@ -1,0 +1,227 @@
+"""AALR for Lightning: a callback that steps the tuner on the epoch's logged training loss.
+
+Needs Lightning (``pip install 'aalr[lightning]'``): ``lightning.pytorch``, or ``pytorch_lightning``
+when only that is installed. ``import aalr`` never imports this module.
+
+Example::
+
+    class Model(lightning.pytorch.LightningModule):
+        def training_step(self, batch, batch_idx):
+            loss = ...
+            self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)  # no LR scheduler
+
+    trainer = Trainer(max_epochs=100, callbacks=[AALRCallback(compute_initial_loss=True)])
+    trainer.fit(Model(), train_loader)
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from aalr.policy import AALRConfig, check_loss_value
+from aalr.tuner import AALR, as_loss
+
+try:
+    import lightning.pytorch as pl
+except ImportError:
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as error:
+        raise ImportError(
+            "aalr.lightning needs Lightning: pip install 'aalr[lightning]' (or install pytorch_lightning)"
+        ) from error
+
+
+class AALRCallback(pl.Callback):
+    """Sets the LR of the (single) optimizer with AALR once per training epoch.
+
+    The tuner is built when training starts (``on_train_start``: the optimizer exists, and a
+    resumed run has its weights and optimizer state back by then) on the LightningModule and its
+    optimizer. At the end of each training epoch it reads the epoch's loss from
+    ``trainer.callback_metrics[monitor]`` and steps; a restore goes through the LightningModule's and
+    the optimizer's ``load_state_dict``, before ``ModelCheckpoint`` saves the epoch.
+
+    Under DDP every rank must take the same decision: log the loss with ``sync_dist=True`` (the
+    tuner also averages the value over ranks, so ranks agree either way). The tuner's state rides in
+    Lightning checkpoints (plain values and tensors: loads with ``weights_only=True``).
+
+    Args:
+        monitor: the name of the logged training loss; log it in ``training_step`` with
+            ``on_epoch=True`` (the epoch's sample-weighted mean; pass ``batch_size=`` to ``self.log``
+            when Lightning cannot tell it from the batch).
+        initial_loss: the training loss of the initial model (see :class:`aalr.AALR`); ``None``:
+            unknown, unless ``compute_initial_loss``.
+        compute_initial_loss: measure it when training starts: one pass over the train dataloader,
+            in eval mode without gradients, averaging what ``training_step`` returns (weighted by
+            batch size, over all ranks). Needs automatic optimization; its ``self.log`` calls are
+            ignored during that pass.
+        phase1_patience, window, rollback, restart_best, snapshot_dir, sync_distributed: as for
+            :class:`aalr.AALR`.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "train_loss",
+        initial_loss: float | torch.Tensor | None = None,
+        *,
+        compute_initial_loss: bool = False,
+        phase1_patience: int = 10,
+        window: str = "p+1",
+        rollback: bool = False,
+        restart_best: str = "initial",
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        sync_distributed: bool = True,
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"monitor must be the name of a logged metric (a non-empty str), got {monitor!r}")
+        if not isinstance(compute_initial_loss, bool):
+            raise TypeError(f"compute_initial_loss must be True or False, got {compute_initial_loss!r}")
+        if compute_initial_loss and initial_loss is not None:
+            raise ValueError(f"give initial_loss ({initial_loss!r}) or compute_initial_loss=True, not both")
+        self.initial_loss = (
+            None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
+        )
+        # Fails here, when the callback is made, rather than at the start of training.
+        AALRConfig(
+            phase1_patience=phase1_patience, window=window, rollback=rollback, restart_best=restart_best
+        )
+        self.monitor = monitor
+        self.compute_initial_loss = compute_initial_loss
+        self.tuner_options: dict[str, Any] = {
+            "phase1_patience": phase1_patience,
+            "window": window,
+            "rollback": rollback,
+            "restart_best": restart_best,
+            "snapshot_dir": snapshot_dir,
+            "sync_distributed": sync_distributed,
+        }
+        self.tuner: AALR | None = None
+        self._pending_state: dict[str, Any] | None = None  # from a checkpoint, before the tuner exists
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizer = self._single_optimizer(trainer)
+        initial_loss = self.initial_loss
+        if self._pending_state is None and self.compute_initial_loss:
+            initial_loss = training_set_loss(trainer, pl_module)
+        self.tuner = AALR(pl_module, optimizer, initial_loss=initial_loss, **self.tuner_options)
+        if self._pending_state is not None:
+            self.tuner.load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.tuner is None:
+            raise RuntimeError("AALRCallback: the training epoch ended before on_train_start built the tuner")
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            raise ValueError(
+                f"AALRCallback: the training loss {self.monitor!r} is not among the logged metrics "
+                f"{sorted(metrics)}; log it in training_step with self.log({self.monitor!r}, loss, "
+                f"on_epoch=True) (and sync_dist=True under DDP), or pass monitor=<its name>"
+            )
+        self.tuner.step(metrics[self.monitor])
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The tuner's state (plain values and tensors), or a loaded one not yet used."""
+        if self.tuner is not None:
+            return {"tuner": self.tuner.state_dict()}
+        if self._pending_state is not None:
+            return {"tuner": self._pending_state}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning calls this before training starts (the tuner is built then) or, for some
+        strategies, after; both orders end with the tuner in the saved state."""
+        if not isinstance(state_dict, Mapping) or "tuner" not in state_dict:
+            raise ValueError(
+                f"AALRCallback state must be a dict with key 'tuner', got {type(state_dict).__name__} "
+                f"with keys {sorted(state_dict) if isinstance(state_dict, Mapping) else []}"
+            )
+        if self.tuner is not None:
+            self.tuner.load_state_dict(state_dict["tuner"])
+        else:
+            self._pending_state = state_dict["tuner"]
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def _single_optimizer(trainer: pl.Trainer) -> torch.optim.Optimizer:
+        if trainer.lr_scheduler_configs:
+            names = [type(config.scheduler).__name__ for config in trainer.lr_scheduler_configs]
+            raise ValueError(
+                f"AALRCallback sets the LR itself, but configure_optimizers also returned LR schedulers "
+                f"{names}; return the optimizer alone"
+            )
+        optimizers = trainer.optimizers
+        if len(optimizers) != 1:
+            raise ValueError(
+                f"AALRCallback tunes one optimizer; configure_optimizers returned {len(optimizers)}"
+            )
+        return optimizers[0]
+
+
+@contextmanager
+def _logging_ignored(pl_module: pl.LightningModule) -> Iterator[None]:
+    """``self.log`` inside training_step would log the measuring pass as a training step: mute it."""
+    pl_module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del pl_module.log
+        del pl_module.log_dict
+
+
+def training_set_loss(trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+    """The mean of ``training_step``'s loss over the train dataloader (eval mode, no gradients), over
+    all ranks: the initial loss AALR needs, measured the way the harness measures it."""
+    if not pl_module.automatic_optimization:
+        raise ValueError(
+            "compute_initial_loss needs automatic optimization (training_step returning the loss); "
+            "measure the initial loss yourself and pass initial_loss="
+        )
+    from lightning_utilities.core.apply_func import apply_to_collection
+
+    loader = trainer.train_dataloader
+    if loader is None:
+        raise ValueError("compute_initial_loss: the trainer has no train dataloader")
+    device = pl_module.device
+    was_training = pl_module.training
+    pl_module.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, sample count
+    try:
+        with torch.no_grad(), _logging_ignored(pl_module):
+            for index, batch in enumerate(loader):
+                batch = apply_to_collection(batch, torch.Tensor, lambda t: t.to(device))
+                out = pl_module.training_step(batch, index)
+                loss = out["loss"] if isinstance(out, Mapping) else out
+                if loss is None:
+                    continue
+                size = _batch_size(batch)
+                total[0] += as_loss(loss, "training_step's loss") * size
+                total[1] += size
+    finally:
+        pl_module.train(was_training)
+    total = trainer.strategy.reduce(total, reduce_op="sum")
+    if total[1].item() == 0:
+        raise ValueError("compute_initial_loss: training_step returned no loss for any batch")
+    value = float(total[0].item()) / float(total[1].item())
+    if not math.isfinite(value):
+        raise ValueError(f"compute_initial_loss: the initial model's training loss is {value}")
+    return value
+
+
+def _batch_size(batch: Any) -> int:
+    data = importlib.import_module(pl.__name__ + ".utilities.data")  # the installed flavour's
+    return int(data.extract_batch_size(batch))

@@ -1,0 +1,318 @@
+"""AALRCallback: the LR follows the rules for the logged losses, restores are exact, Lightning
+checkpoints resume exactly (loaded with weights_only=True), bad settings fail clearly, DDP ranks agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+pl = pytest.importorskip(
+    "lightning.pytorch", reason="lightning is not installed (pip install 'aalr[lightning]')"
+)
+
+import aalr.lightning  # noqa: E402
+from aalr import AALRConfig, AALRPolicy  # noqa: E402
+from aalr.lightning import AALRCallback  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PendingDeprecationWarning")
+SETTINGS = {"phase1_patience": 2, "rollback": True}
+EPOCHS = 16
+
+
+class Tiny(pl.LightningModule):
+    """A 3-class MLP on 64 fixed samples; keeps its own per-epoch mean loss to check what was logged."""
+
+    def __init__(self, lr: float = 4.0, metric: str = "train_loss", rank_skew: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.lr, self.metric, self.rank_skew = lr, metric, rank_skew
+        self.sums: list[list[float]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        if self.training:  # not the callback's initial-loss pass
+            if batch_idx == 0:
+                self.sums.append([0.0, 0])
+            self.sums[-1][0] += loss.item() * len(x)
+            self.sums[-1][1] += len(x)
+        # rank_skew: under DDP each rank logs a different value (no sync_dist): the tuner must agree
+        logged = loss * (1 + self.rank_skew * (2 * self.global_rank - 1))
+        self.log(self.metric, logged, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def epoch_means(self) -> list[float]:
+        return [total / count for total, count in self.sums]
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+
+def loader() -> DataLoader:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return DataLoader(TensorDataset(x, y), batch_size=16)  # no shuffling: runs repeat exactly
+
+
+class Probe(pl.Callback):
+    """Records the LR and the weights each epoch trains with."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        self.weights.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+
+def fit(module, callbacks, epochs=EPOCHS, ckpt_path=None, checkpoint_dir=None, **trainer_options):
+    checkpointing = checkpoint_dir is not None
+    if checkpointing:
+        callbacks = [
+            *callbacks,
+            pl.callbacks.ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                filename="e{epoch}",
+                auto_insert_metric_name=False,
+                save_top_k=-1,
+                every_n_epochs=1,
+                save_on_train_epoch_end=True,
+            ),
+        ]
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=checkpointing,
+        callbacks=callbacks,
+        **trainer_options,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader(), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    return trainer
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_lr_follows_the_rules_for_the_logged_losses():
+    module, probe, callback = Tiny(lr=4.0), Probe(), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [callback, probe])
+    history = callback.tuner.history
+    actions = [record["action"] for record in history]
+    assert {"restore_initial", "save_best", "restore_best"} <= set(actions)  # the scenario restores
+    # the tuner saw the epoch means that training_step logged
+    assert [r["loss"] for r in history] == pytest.approx(module.epoch_means(), rel=1e-6)
+    # the LR each epoch trained with is what Algorithm 1 gives for those losses
+    policy = AALRPolicy(initial_loss=callback.tuner.policy.initial_loss, config=AALRConfig(**SETTINGS))
+    expected = [4.0]
+    for record in history[:-1]:
+        expected.append(math.ldexp(4.0, policy.step(record["loss"]).lr_exponent))
+    assert probe.lrs == expected
+    assert [r["lr"] for r in history] == expected
+    # restores put back the initial weights, or the weights of the last checkpointed epoch
+    # (probe.weights[e] is what epoch e+1 starts from: the weights after epoch e's decision)
+    best = None
+    for epoch, action in enumerate(actions[:-1], start=1):
+        if action == "save_best":
+            best = probe.weights[epoch]
+        if action == "restore_initial":
+            assert_same_state(probe.weights[epoch], probe.weights[0])
+        if action == "restore_best":
+            assert best is not None
+            assert_same_state(probe.weights[epoch], best)
+
+
+def test_restores_bring_back_weights_and_optimizer_exactly():
+    """Two phase-1 restarts from eta0=4 leave the run at LR 1 with the initial weights and a fresh
+    optimizer: from there it must repeat, bit for bit, a run that started at LR 1."""
+    fast = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    slow = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    fit(Tiny(lr=4.0), [fast], epochs=8)
+    fit(Tiny(lr=1.0), [slow], epochs=6)
+    assert [r["action"] for r in fast.tuner.history[:2]] == ["restore_initial", "restore_initial"]
+    assert [r["loss"] for r in fast.tuner.history[2:]] == [r["loss"] for r in slow.tuner.history]
+
+
+def test_compute_initial_loss_is_the_mean_loss_of_the_initial_model():
+    module = Tiny()
+    x, y = loader().dataset.tensors
+    with torch.no_grad():
+        reference = F.cross_entropy(module.net(x), y).item()
+    callback = AALRCallback(compute_initial_loss=True)
+    fit(module, [callback], epochs=1)
+    assert callback.tuner.policy.initial_loss == pytest.approx(reference, rel=1e-6)
+    assert len(module.sums) == 1  # the measuring pass was not counted (nor logged) as training
+
+
+@pytest.mark.parametrize("resume_after", [1, 6])
+def test_resume_from_a_lightning_checkpoint_equals_an_uninterrupted_run(tmp_path, resume_after):
+    full_module, full_probe, full = Tiny(), Probe(), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(full_module, [full, full_probe], checkpoint_dir=tmp_path)
+    later = [r["action"] for r in full.tuner.history[resume_after:]]
+    assert any(action.startswith("restore") for action in later)  # a restore after the resume point
+    checkpoint = tmp_path / f"e{resume_after - 1}.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)  # plain: no pickled objects
+    assert any("AALRCallback" in key for key in saved["callbacks"])
+
+    module, probe, resumed = Tiny(), Probe(), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [resumed, probe], ckpt_path=checkpoint)
+    assert probe.lrs == full_probe.lrs[resume_after:]
+    assert resumed.tuner.history == full.tuner.history
+    assert_same_state(module.state_dict(), full_module.state_dict())
+
+
+def test_callback_state_round_trips_through_weights_only_load(tmp_path):
+    callback = AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(Tiny(), [callback], epochs=3)
+    torch.save(callback.state_dict(), tmp_path / "state.pt")
+    fresh = AALRCallback(**SETTINGS)
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert fresh.state_dict()["tuner"]["history"] == callback.tuner.history
+    assert AALRCallback().state_dict() == {}
+
+
+class Manual(Tiny):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizers = self.optimizers()
+        first = optimizers[0] if isinstance(optimizers, list) else optimizers
+        loss = F.cross_entropy(self.net(batch[0]), batch[1])
+        first.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        self.log("train_loss", loss, on_epoch=True)
+
+
+class TwoOptimizers(Manual):
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters())]
+
+
+class WithScheduler(Tiny):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1)}
+
+
+@pytest.mark.parametrize(
+    "module, callback, match",
+    [
+        (Tiny(metric="loss"), AALRCallback(), r"'train_loss' is not among the logged metrics \['loss'\]"),
+        (TwoOptimizers(), AALRCallback(), "tunes one optimizer; configure_optimizers returned 2"),
+        (WithScheduler(), AALRCallback(), r"LR schedulers \['StepLR'\]"),
+        (Manual(), AALRCallback(compute_initial_loss=True), "needs automatic optimization"),
+    ],
+    ids=["missing-metric", "two-optimizers", "scheduler", "manual-optimization"],
+)
+def test_bad_setups_fail_with_a_clear_error(module, callback, match):
+    with pytest.raises(ValueError, match=match):
+        fit(module, [callback], epochs=1)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"monitor": ""}, TypeError, "monitor must be the name of a logged metric"),
+        ({"monitor": 3}, TypeError, "monitor must be the name"),
+        ({"initial_loss": float("nan")}, ValueError, "initial_loss must be finite"),
+        ({"initial_loss": 1.0, "compute_initial_loss": True}, ValueError, "not both"),
+        ({"compute_initial_loss": "yes"}, TypeError, "compute_initial_loss must be True or False"),
+        ({"phase1_patience": 0}, ValueError, "phase1_patience must be >= 1"),
+        ({"window": "q"}, ValueError, "window must be one of"),
+    ],
+)
+def test_constructor_errors(options, error, match):
+    with pytest.raises(error, match=match):
+        AALRCallback(**options)
+
+
+def test_load_state_dict_error():
+    with pytest.raises(ValueError, match="must be a dict with key 'tuner'"):
+        AALRCallback().load_state_dict({"other": 1})
+
+
+def test_import_aalr_does_not_import_lightning():
+    code = "import sys, aalr; print(sorted(m for m in sys.modules if 'lightning' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def load_copy_of_aalr_lightning():
+    spec = importlib.util.spec_from_file_location("aalr_lightning_copy", aalr.lightning.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_falls_back_to_pytorch_lightning(monkeypatch):
+    pytorch_lightning = pytest.importorskip("pytorch_lightning", reason="pytorch_lightning is not installed")
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)  # makes `import lightning.pytorch` fail
+    copy = load_copy_of_aalr_lightning()
+    assert copy.pl is pytorch_lightning
+    assert issubclass(copy.AALRCallback, pytorch_lightning.Callback)
+
+
+def test_without_lightning_the_import_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+    with pytest.raises(ImportError, match=r"pip install 'aalr\[lightning\]'"):
+        load_copy_of_aalr_lightning()
+
+
+class DumpHistory(pl.Callback):
+    def __init__(self, callback: AALRCallback, folder: Path) -> None:
+        self.callback, self.folder = callback, folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        weights = [p.detach().tolist() for p in pl_module.parameters()]
+        record = {"history": self.callback.tuner.history, "weights": weights}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_logging_different_losses_take_the_same_decisions(tmp_path):
+    """Two gloo ranks, each logging its own loss (skewed apart, no sync_dist): the tuner averages them,
+    so both ranks restore and set LRs alike and end with the same weights."""
+    callback = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    fit(
+        Tiny(lr=4.0, rank_skew=0.2),
+        [callback, DumpHistory(callback, tmp_path)],
+        epochs=6,
+        devices=2,
+        strategy="ddp_spawn",
+    )
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["weights"] == rank1["weights"]
+    assert "restore_initial" in [r["action"] for r in rank0["history"]]
+    for mine, theirs in zip(rank0["history"], rank1["history"], strict=True):
+        assert mine["local_loss"] != theirs["local_loss"]
+        assert (
+            mine["loss"] == theirs["loss"] == pytest.approx((mine["local_loss"] + theirs["local_loss"]) / 2)
+        )
+        assert {k: v for k, v in mine.items() if k != "local_loss"} == {
+            k: v for k, v in theirs.items() if k != "local_loss"
+        }
