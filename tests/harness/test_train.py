@@ -219,3 +219,24 @@ def test_unwritable_output_is_reported_before_training(tmp_path):
     blocker.write_text("x")
     with pytest.raises(RunError, match="exists and is not a directory"):
         run({**FAST, "epochs": 1}, blocker)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)",
+)
+def test_one_fgsm_trained_epoch_on_fashion_mnist_reports_robust_below_clean(tmp_path):
+    summary = run(
+        {"dataset": "fashion-mnist", "model": "fmnist-cnn", "model_options": {"width": 0.5}, "train_subset": 2000,
+         "epochs": 1, "method": "aalr", "adversarial": "fgsm", "epsilon": 0.1, "robust_samples": 300,
+         "eval_pgd_steps": 5, "progress": False},
+        tmp_path / "adv",
+    )  # fmt: skip
+    row = metrics(tmp_path / "adv")[0]
+    assert summary["final_test_acc"] > 0.2  # above chance (0.1): it learned something
+    assert summary["robust"]["fgsm"]["final"] < summary["final_test_acc"]
+    assert summary["robust"]["pgd"]["final"] <= summary["robust"]["fgsm"]["final"] + 0.05
+    assert row["fgsm_acc"] == summary["robust"]["fgsm"]["final"]
+    assert summary["robust"]["pgd"]["steps"] == 5
+    assert summary["adversarial"]["kind"] == "fgsm" and summary["adversarial"]["epsilon"] == 0.1
+    assert summary["initial_loss"] > 2.0  # measured on adversarial examples of the initial model

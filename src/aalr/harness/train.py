@@ -953,6 +953,11 @@ def _summary(
         values = [(r["epoch"], r[key]) for r in rows if key in r]
         if values:
             robust[name] = {"final": values[-1][1], "peak": max(v for _, v in values)}
+    if "pgd" in robust:
+        robust["pgd"]["steps"] = config.eval_pgd_steps
     if robust:
         summary["robust"] = robust
+    if config.adversarial:
+        # the training attack, as the report's headings show it
+        summary["adversarial"] = training_attack(config).to_dict()
     return summary
