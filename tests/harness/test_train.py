@@ -227,9 +227,9 @@ def test_unwritable_output_is_reported_before_training(tmp_path):
 )
 def test_one_fgsm_trained_epoch_on_fashion_mnist_reports_robust_below_clean(tmp_path):
     summary = run(
-        {"dataset": "fashion-mnist", "model": "fmnist-cnn", "model_options": {"width": 0.5}, "train_subset": 2000,
-         "epochs": 1, "method": "aalr", "adversarial": "fgsm", "epsilon": 0.1, "robust_samples": 300,
-         "eval_pgd_steps": 5, "progress": False},
+        {"dataset": "fashion-mnist", "model": "fmnist-cnn", "model_options": {"width": 0.5},
+         "train_subset": 2000, "epochs": 1, "method": "aalr", "adversarial": "fgsm", "epsilon": 0.1,
+         "robust_samples": 300, "eval_pgd_steps": 5, "progress": False},
         tmp_path / "adv",
     )  # fmt: skip
     row = metrics(tmp_path / "adv")[0]
