@@ -22,21 +22,13 @@ import sys
 def child(variant: str, epochs: int) -> None:
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     from aalr import AALR
     from aalr.snapshot import state_nbytes
+    from overhead import big_mlp_task  # the same ~10M-parameter MLP as the overhead benchmark
 
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(1024, 2048),
-        nn.ReLU(),
-        nn.Linear(2048, 2048),
-        nn.ReLU(),
-        nn.Linear(2048, 1024),
-        nn.ReLU(),
-        nn.Linear(1024, 10),
-    )
+    model = big_mlp_task()[0]()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tuner = AALR(model, optimizer, initial_loss=10.0, phase1_patience=2) if variant == "aalr" else None
     x, y = torch.randn(1024, 1024), torch.randint(0, 10, (1024,))

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aalr.harness import distributed
-from aalr.snapshot import atomic_torch_save
+from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
 
 log = logging.getLogger("aalr.harness")
 
@@ -299,16 +299,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -370,18 +361,7 @@ def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_directory(out)  # make both renames durable
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(out)  # make both renames durable
 
 
 def _zip_is_intact(path: Path) -> str | None:
