@@ -240,3 +240,26 @@ def test_one_fgsm_trained_epoch_on_fashion_mnist_reports_robust_below_clean(tmp_
     assert summary["robust"]["pgd"]["steps"] == 5
     assert summary["adversarial"]["kind"] == "fgsm" and summary["adversarial"]["epsilon"] == 0.1
     assert summary["initial_loss"] > 2.0  # measured on adversarial examples of the initial model
+
+
+def test_cli_compare_report_and_list(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(
+        'name = "tiny"\n[defaults]\ndataset = "mnist1d"\nepochs = 2\ntrain_subset = 256\n'
+        'seeds = [0]\nmethods = ["aalr-plus", "sgdr"]\n'
+    )
+    out = tmp_path / "runs"
+    assert main(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| aalr-plus | 1 |" in printed and "| sgdr | 1 |" in printed
+    assert (out / "report.md").exists() and (out / "results.csv").exists()
+    assert list(out.glob("lr_*.png")) and list(out.glob("acc_*.png"))
+    before = (out / "tiny" / "sgdr" / "seed0" / "metrics.jsonl").read_text()
+    assert main(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    assert "finished already, skipped" in capsys.readouterr().out
+    assert (out / "tiny" / "sgdr" / "seed0" / "metrics.jsonl").read_text() == before
+    assert main(["report", str(out)]) == 0
+    assert "| aalr-plus |" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "aalr-plus" in listing and "quick" in listing and "fashion-mnist" in listing
