@@ -5,7 +5,8 @@
 #   - images/s of ResNet-18 on CIFAR-shaped random data: our loop vs a plain DataLoader loop,
 #   - the tuner's per-epoch overhead on ResNet-18 there.
 # Writes $OUT/gpu_check.md (and the logs). Runs from the repository root with the machine's python3
-# (its own torch); only torch, numpy, pytest and hypothesis are needed there.
+# (its own torch); only torch, numpy, pytest and hypothesis are needed there (plus the mnist1d wheel
+# for one data test). A copy without .git can name its commit with AALR_COMMIT=...
 set -uo pipefail
 OUT="${OUT:-gpu-check}"
 mkdir -p "$OUT"
@@ -13,7 +14,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 REPORT="$OUT/gpu_check.md"
 {
-  echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit ${AALR_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   echo
   echo '```'
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
