@@ -913,65 +913,37 @@ def build_method(
         return _HypergradMethod(name, hd, settings)
 
     multiplier = lr if lr is not None else 1.0
-    if name == "prodigy":
-        prodigy_cls = _import_peer(name, "prodigyopt").Prodigy
-        _check_options(name, options, _constructor_options(prodigy_cls, ("params", "lr", "weight_decay")))
-        optimizer = prodigy_cls(params, lr=multiplier, weight_decay=wd, **options)
-        settings.update(
-            optimizer="prodigyopt.Prodigy",
-            lr=multiplier,
-            weight_decay=wd,
-            schedule="constant",
-            **_plain(options),
-        )
-        return _ProdigyMethod(name, optimizer, settings)
-
-    if name == "dadapt":
-        dadapt_cls = _import_peer(name, "dadaptation").DAdaptSGD
-        _check_options(name, options, _constructor_options(dadapt_cls, ("params", "lr", "weight_decay")))
-        options.setdefault("momentum", SGD_MOMENTUM)
-        optimizer = dadapt_cls(params, lr=multiplier, weight_decay=wd, **options)
-        settings.update(
-            optimizer="dadaptation.DAdaptSGD",
-            lr=multiplier,
-            weight_decay=wd,
-            schedule="constant",
-            **_plain(options),
-        )
-        return _DAdaptMethod(name, optimizer, settings)
-
+    # The peers differ only in their package, their own defaults and the Method class that drives them.
     if name == "schedulefree":
-        sf_cls = _import_peer(name, "schedulefree").SGDScheduleFree
-        _check_options(name, options, _constructor_options(sf_cls, ("params", "lr", "weight_decay")))
-        options.setdefault("momentum", SGD_MOMENTUM)
         options.setdefault("warmup_steps", round(SCHEDULEFREE_WARMUP_FRACTION * total_steps))
-        optimizer = sf_cls(params, lr=multiplier, weight_decay=wd, **options)
+    if name in ("dadapt", "schedulefree"):
+        options.setdefault("momentum", SGD_MOMENTUM)
+    if name == "dog":  # the authors' rule: reps_rel 1e-6, or 1e-4 when the model uses batch normalization
+        options.setdefault("reps_rel", DOG_REPS_REL_BATCHNORM if _has_batchnorm(model) else DOG_REPS_REL)
+    module_name, class_name, schedule, method_cls = _PEERS[name]
+    peer_cls = getattr(_import_peer(name, module_name), class_name)
+    _check_options(name, options, _constructor_options(peer_cls, ("params", "lr", "weight_decay")))
+    optimizer = peer_cls(params, lr=multiplier, weight_decay=wd, **options)
+    if name == "schedulefree":
         optimizer.train()
-        settings.update(
-            optimizer="schedulefree.SGDScheduleFree",
-            lr=multiplier,
-            weight_decay=wd,
-            schedule="warmup only",
-            **_plain(options),
-        )
-        return _ScheduleFreeMethod(name, optimizer, settings)
-
-    assert name == "dog", name
-    dog_cls = _import_peer(name, "dog").DoG
-    _check_options(name, options, _constructor_options(dog_cls, ("params", "lr", "weight_decay")))
-    # The authors' rule: reps_rel 1e-6, or 1e-4 when the model uses batch normalization.
-    options.setdefault("reps_rel", DOG_REPS_REL_BATCHNORM if _has_batchnorm(model) else DOG_REPS_REL)
-    optimizer = dog_cls(params, lr=multiplier, weight_decay=wd, **options)
     settings.update(
-        optimizer="dog.DoG",
+        optimizer=f"{module_name}.{class_name}",
         lr=multiplier,
         weight_decay=wd,
-        schedule="none",
-        averaging=False,
+        schedule=schedule,
+        **({"averaging": False} if name == "dog" else {}),
         **_plain(options),
     )
-    return _DoGMethod(name, optimizer, settings)
+    return method_cls(name, optimizer, settings)
 
+
+# name -> (package module, optimizer class, schedule as recorded, the Method class that drives it)
+_PEERS: dict[str, tuple[str, str, str, type[Method]]] = {
+    "prodigy": ("prodigyopt", "Prodigy", "constant", _ProdigyMethod),
+    "dadapt": ("dadaptation", "DAdaptSGD", "constant", _DAdaptMethod),
+    "schedulefree": ("schedulefree", "SGDScheduleFree", "warmup only", _ScheduleFreeMethod),
+    "dog": ("dog", "DoG", "none", _DoGMethod),
+}
 
 _SGD = "SGD (momentum 0.9, weight decay 5e-4)"
 _DESCRIPTIONS: dict[str, str] = {
