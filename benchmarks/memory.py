@@ -18,6 +18,8 @@ import statistics
 import subprocess
 import sys
 
+from aalr.harness.train import git_commit
+
 
 def child(variant: str, epochs: int) -> None:
     import torch
@@ -76,9 +78,7 @@ def main() -> None:
                 check=True,
             ).stdout
             results[variant].append(json.loads(out.strip().splitlines()[-1]))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()[:7]
     plain = statistics.median(r["peak_bytes"] for r in results["plain"])
     tuned = statistics.median(r["peak_bytes"] for r in results["aalr"])
     last = results["aalr"][-1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aalr import AALR
+from aalr.harness.train import git_commit
 from aalr.snapshot import cpu_copy, state_nbytes
 
 
@@ -170,9 +170,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()[:7]
     print(
         f"aalr overhead benchmark, commit {commit or 'unknown'}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"

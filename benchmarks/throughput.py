@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import subprocess
 import time
 from typing import Any
 
@@ -30,6 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from aalr.harness.augment import Augment, augment_for
 from aalr.harness.models import build_model
+from aalr.harness.train import git_commit
+from overhead import sync  # the benchmarks share their small helpers
 
 
 def load(data: str, limit: int) -> tuple[torch.Tensor, torch.Tensor, Augment]:
@@ -98,11 +99,6 @@ def conventional(
     return seen
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,9 +152,7 @@ def main() -> None:
             sync(device)
             rates[name].append(seen / (time.perf_counter() - start))
     ours_rate, conv_rate = statistics.median(rates["ours"]), statistics.median(rates["conventional"])
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()[:7]
     lines = [
         f"throughput, commit {commit or 'unknown'}, torch {torch.__version__}, device {device}, "
         f"model {args.model}, "
