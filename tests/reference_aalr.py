@@ -3,6 +3,8 @@
 It follows the paper's pseudocode top to bottom as one loop that pulls losses from an iterator,
 with our defaults (windows of p+1 epochs; NaN acted on in the epoch it appears; L* back to the
 initial loss on a phase-1 restart). Each epoch yields (lr_exponent_after, action).
+``phase1_failure="rollback"`` (AALR+): every stable phase-1 epoch is saved, and a failure after one
+restores it, halves and enters phase 2 with p=2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def reference_decisions(
     phase1_patience: int = 10,
     window: str = "p+1",
     rollback: bool = False,
+    phase1_failure: str = "restart",
 ) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     stream: Iterator[float] = iter(losses)
@@ -29,6 +32,8 @@ def reference_decisions(
 
     # Phase 1
     i = 0
+    saved = False
+    p = 1
     while i < phase1_patience:
         try:
             loss = next(stream)
@@ -36,6 +41,10 @@ def reference_decisions(
             return out
         if bad(loss) or (best is not None and loss > best):
             k -= 1
+            if phase1_failure == "rollback" and saved:
+                out.append((k, "restore_best"))
+                p = 2
+                break
             best = initial_loss
             i = 0
             out.append((k, "restore_initial"))
@@ -45,10 +54,12 @@ def reference_decisions(
         if i == phase1_patience:
             k += 1
             out.append((k, "save_best"))
+        elif phase1_failure == "rollback":
+            saved = True
+            out.append((k, "save_best"))
         else:
             out.append((k, "none"))
     # Phase 2
-    p = 1
     while True:
         improved = False
         nan = False

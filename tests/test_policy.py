@@ -64,6 +64,47 @@ def test_phase1_restart_best_keep_compares_with_best_seen():
     assert decisions == [(0, "none"), (-1, "restore_initial"), (-1, "none"), (-1, "none")]
 
 
+def test_phase1_rollback_by_hand():
+    # stable epochs are saved; the first failure restores the last one, halves, and phase 2 starts, p=2
+    losses = [2.0, 1.9, 2.0, 1.95, 1.85, 1.8]
+    decisions, policy = run(losses, phase1_patience=5, phase1_failure="rollback")
+    assert decisions == [
+        (0, "save_best"),
+        (0, "save_best"),
+        (-1, "restore_best"),  # 2.0 > 1.9: back to epoch 2's weights, L* stays 1.9
+        (-1, "none"),  # phase 2, window of p+1 = 3 epochs
+        (-1, "none"),
+        (0, "save_best"),  # 1.8 < 1.9 at the window's end: checkpoint, double, p=1
+    ]
+    assert policy.phase == 2 and policy.patience == 1 and policy.best == 1.8
+
+
+def test_phase1_rollback_before_any_stable_epoch_restarts_like_the_paper():
+    decisions, policy = run([2.4, NAN, 2.2, INF], phase1_patience=5, phase1_failure="rollback")
+    # 2.4 > 2.3 and NaN come before any saved epoch: restart; after 2.2 was saved, inf rolls back
+    assert decisions == [
+        (-1, "restore_initial"),
+        (-2, "restore_initial"),
+        (-2, "save_best"),
+        (-3, "restore_best"),
+    ]
+    assert policy.phase == 2 and policy.best == 2.2
+
+
+def test_phase1_rollback_state_round_trip():
+    losses = [2.0, 1.9, 1.95, 1.9, 1.7]
+    config = AALRConfig(phase1_patience=4, phase1_failure="rollback")
+    full = AALRPolicy(initial_loss=2.3, config=config)
+    expected = [(d.lr_exponent, d.action) for d in (full.step(x) for x in losses)]
+    first = AALRPolicy(initial_loss=2.3, config=config)
+    head = [(d.lr_exponent, d.action) for d in (first.step(x) for x in losses[:2])]
+    assert first.phase1_saved
+    second = AALRPolicy()
+    second.load_state_dict(first.state_dict())
+    tail = [(d.lr_exponent, d.action) for d in (second.step(x) for x in losses[2:])]
+    assert head + tail == expected and expected[2] == (-1, "restore_best")
+
+
 def test_unknown_initial_loss_first_epoch_cannot_fail_on_value():
     decisions, policy = run([50.0, 49.0, 51.0, 7.0], initial_loss=None, phase1_patience=3)
     assert decisions == [(0, "none"), (0, "none"), (-1, "restore_initial"), (-1, "none")]
@@ -206,26 +247,31 @@ loss_values = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     losses=st.lists(loss_values, max_size=80),
     initial=st.one_of(st.none(), st.floats(min_value=0.5, max_value=3.0)),
     patience1=st.integers(min_value=1, max_value=4),
     window=st.sampled_from(["p+1", "p"]),
     rollback=st.booleans(),
+    phase1_failure=st.sampled_from(["restart", "rollback"]),
 )
-def test_policy_matches_reference(losses, initial, patience1, window, rollback):
-    expected = reference_decisions(
-        losses, initial, phase1_patience=patience1, window=window, rollback=rollback
-    )
-    got, _ = run(losses, initial, phase1_patience=patience1, window=window, rollback=rollback)
+def test_policy_matches_reference(losses, initial, patience1, window, rollback, phase1_failure):
+    options = dict(phase1_patience=patience1, window=window, rollback=rollback, phase1_failure=phase1_failure)
+    expected = reference_decisions(losses, initial, **options)
+    got, _ = run(losses, initial, **options)
     assert got == expected
 
 
 @settings(max_examples=200, deadline=None)
-@given(losses=st.lists(loss_values, max_size=80), rollback=st.booleans())
-def test_policy_invariants(losses, rollback):
-    policy = AALRPolicy(initial_loss=2.0, config=AALRConfig(phase1_patience=2, rollback=rollback))
+@given(
+    losses=st.lists(loss_values, max_size=80),
+    rollback=st.booleans(),
+    phase1_failure=st.sampled_from(["restart", "rollback"]),
+)
+def test_policy_invariants(losses, rollback, phase1_failure):
+    config = AALRConfig(phase1_patience=3, rollback=rollback, phase1_failure=phase1_failure)
+    policy = AALRPolicy(initial_loss=2.0, config=config)
     previous_patience = policy.patience
     previous_exponent = 0
     for loss in losses:
@@ -234,9 +280,14 @@ def test_policy_invariants(losses, rollback):
         assert abs(decision.lr_exponent - previous_exponent) <= 1  # only doubling or halving
         p = policy.patience
         assert p >= 1 and p & (p - 1) == 0  # a power of two
-        if decision.action == "save_best":
+        if decision.action == "save_best" and phase == 1 and policy.phase == 1:  # a stable epoch, saved
+            assert phase1_failure == "rollback" and decision.lr_exponent == previous_exponent
+        elif decision.action == "save_best":
             assert p == 1 and decision.lr_exponent == previous_exponent + 1
-        if decision.action == "restore_best":
+        if decision.action == "restore_best" and phase == 1:  # rollback out of phase 1
+            assert phase1_failure == "rollback" and policy.phase == 2 and p == 2
+            assert decision.lr_exponent == previous_exponent - 1
+        elif decision.action == "restore_best":
             assert phase == 2 and decision.lr_exponent == previous_exponent - 1 and p == 2 * previous_patience
             assert (not math.isfinite(loss)) or rollback
         if decision.action == "restore_initial":
@@ -312,6 +363,15 @@ def test_finish_starts_in_phase1_with_a_checkpoint():
     assert policy.phase == 1 and policy.finish_epoch == 3
 
 
+def test_finish_starting_on_a_saved_phase1_epoch_keeps_its_lr():
+    # phase1_failure="rollback" saves stable phase-1 epochs without doubling: nothing to take back
+    config = AALRConfig(total_epochs=4, phase1_failure="rollback")
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    decisions = [policy.step(x) for x in [2.2, 2.1, 2.0, 1.9]]
+    assert [(d.lr_exponent, d.action) for d in decisions[:3]] == [(0, "save_best")] * 3
+    assert decisions[2].lr_scale == 0.1 and policy.finish_epoch == 3
+
+
 def test_finish_state_round_trip_mid_finish():
     losses = [*PHASE2_START, 1.9, 1.8, 1.9, 1.85, 1.9, 1.7, NAN, 1.6, 1.5]
     config = AALRConfig(phase1_patience=1, total_epochs=10, rollback=True)
@@ -332,6 +392,7 @@ def test_finish_state_round_trip_mid_finish():
         ({"total_epochs": 0}, r"total_epochs must be None or an integer >= 1, got 0"),
         ({"total_epochs": 2.5}, r"total_epochs must be None or an integer >= 1, got 2.5"),
         ({"finish": "cosine"}, r"finish must be one of \('steps', 'linear'\), got 'cosine'"),
+        ({"phase1_failure": "best"}, r"phase1_failure must be one of \('restart', 'rollback'\), got 'best'"),
     ],
 )
 def test_finish_config_errors(kwargs, match):
@@ -339,21 +400,27 @@ def test_finish_config_errors(kwargs, match):
         AALRConfig(**kwargs)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     losses=st.lists(loss_values, max_size=60),
     total=st.integers(min_value=1, max_value=60),
     finish=st.sampled_from(["steps", "linear"]),
+    phase1_failure=st.sampled_from(["restart", "rollback"]),
 )
-def test_finish_never_raises_the_lr_and_scale_decreases(losses, total, finish):
-    policy = AALRPolicy(
-        initial_loss=2.0, config=AALRConfig(phase1_patience=2, total_epochs=total, finish=finish)
-    )
+def test_finish_never_raises_the_lr_and_scale_decreases(losses, total, finish, phase1_failure):
+    config = AALRConfig(phase1_patience=2, total_epochs=total, finish=finish, phase1_failure=phase1_failure)
+    policy = AALRPolicy(initial_loss=2.0, config=config)
     previous_lr = None
     for loss in losses:
+        exponent_before, phase_before, best_before = policy.lr_exponent, policy.phase, policy.best
         decision = policy.step(loss)
         lr = 2.0**decision.lr_exponent * decision.lr_scale
         assert 0.0 <= decision.lr_scale <= 1.0
+        if policy.finish_epoch == policy.epoch:  # the finish decays from the LR that trained this epoch
+            assert decision.lr_exponent <= exponent_before
+            stable = math.isfinite(loss) and (best_before is None or loss <= best_before)
+            if phase_before == 1 and stable:
+                assert decision.lr_exponent == exponent_before
         if policy.finish_epoch is not None and policy.epoch > policy.finish_epoch and previous_lr is not None:
             assert lr <= previous_lr  # no more doubling once the finish has begun
             assert decision.action != "restore_initial"

@@ -129,6 +129,36 @@ def test_phase1_restart_restores_initial_weights_and_fresh_optimizer():
     assert "initial" in tuner.snapshots.names()
 
 
+def test_phase1_rollback_restores_the_last_stable_epoch_exactly():
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=5, phase1_failure="rollback")
+    x, y = data()
+    train_epoch(model, optimizer, x, y)
+    assert tuner.step(1.5)["action"] == "save_best"
+    assert tuner.snapshots.names() == ["best"]  # the restart point is freed: one snapshot at a time
+    saved_weights, saved_momentum = params(model), [t.clone() for t in optimizer_tensors(optimizer)]
+    train_epoch(model, optimizer, x, y)
+    record = tuner.step(1.7)  # above L*=1.5: back to epoch 1, half the LR, phase 2 with p=2
+    assert (record["action"], tuner.phase, tuner.patience, tuner.best_loss) == ("restore_best", 2, 2, 1.5)
+    assert_same_state(params(model), saved_weights)
+    assert all(torch.equal(a, b) for a, b in zip(optimizer_tensors(optimizer), saved_momentum, strict=True))
+    assert optimizer.param_groups[0]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("resume_at", [1, 3])
+def test_resume_equivalence_with_phase1_rollback(tmp_path, resume_at):
+    scripted = {0: 1.1, 1: 5.0, 8: NAN}  # epoch 1 rolls phase 1 back; the NaN restores again in phase 2
+    options = {"phase1_failure": "rollback", "rollback": True, "total_epochs": 12}
+    lrs, weights, tuner = run_training(12, scripted, **options)
+    actions = [r["action"] for r in tuner.history]
+    assert actions[1] == "restore_best" and tuner.history[1]["phase"] == 1 and "restore_best" in actions[3:]
+    lrs2, weights2, tuner2 = run_training(12, scripted, resume_at=resume_at, tmp_path=tmp_path, **options)
+    assert lrs2 == lrs
+    assert_same_state(weights2, weights)
+    assert [r["action"] for r in tuner2.history] == actions
+
+
 def test_initial_snapshot_freed_in_phase2():
     model = tiny_model()
     tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=2)

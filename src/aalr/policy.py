@@ -33,6 +33,12 @@ the budget does, do the same restore-unless-better and decay the LR linearly tow
 epochs that remain (no constant but the budget). A non-finite loss during the finish still
 restores the best checkpoint and halves.
 
+``phase1_failure="rollback"`` (our addition; AALR+ in the harness uses it): a phase-1 failure
+after a stable epoch restores the last stable epoch's checkpoint, halves the LR and starts phase 2
+with ``p = 2``, instead of restarting from the initial weights. With a budget, a restart throws
+away every epoch trained so far, and a single epoch's small rise (noise, late in phase 1) is a
+poor signal to judge the LR by; phase 2's windows are a better one.
+
 ``initial_loss=None`` (unknown loss of the initial model): phase 1's first epoch, and the first
 epoch after each restart, can then fail only by a non-finite loss; its loss becomes ``L*``.
 """
@@ -49,6 +55,7 @@ ACTIONS: tuple[str, ...] = ("none", "save_best", "restore_initial", "restore_bes
 WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
 FINISHES: tuple[str, ...] = ("steps", "linear")
+PHASE1_FAILURES: tuple[str, ...] = ("restart", "rollback")
 FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
 
 
@@ -65,6 +72,12 @@ class AALRConfig:
             dead with a finite loss, from which halving alone never recovers.
         restart_best: ``L*`` after a phase-1 restart: ``"initial"`` (the initial loss, default: the
             restarted model is the initial one) or ``"keep"`` (the best loss seen so far).
+        phase1_failure: what a phase-1 failure does: ``"restart"`` (the paper: halve the LR and
+            start again from the initial weights and optimizer state) or ``"rollback"`` (our
+            addition, the default of AALR+: every stable phase-1 epoch is checkpointed; a failure
+            after one restores it, halves the LR and goes on to phase 2 with ``p = 2``, as a phase-2
+            halving does. Nothing trained is thrown away, and phase 2's windows, not one epoch,
+            judge the LR from there. A failure before any stable epoch restarts as in the paper).
         total_epochs: the epoch budget, for the AALR+ finish (None: the paper's rules, unchanged).
         finish: how AALR+ ends the run: ``"steps"`` or ``"linear"`` (see the module docstring).
     """
@@ -73,6 +86,7 @@ class AALRConfig:
     window: str = "p+1"
     rollback: bool = False
     restart_best: str = "initial"
+    phase1_failure: str = "restart"
     total_epochs: int | None = None
     finish: str = "steps"
 
@@ -87,6 +101,8 @@ class AALRConfig:
             raise TypeError(f"rollback must be True or False, got {self.rollback!r}")
         if self.restart_best not in RESTART_BEST:
             raise ValueError(f"restart_best must be one of {RESTART_BEST}, got {self.restart_best!r}")
+        if self.phase1_failure not in PHASE1_FAILURES:
+            raise ValueError(f"phase1_failure must be one of {PHASE1_FAILURES}, got {self.phase1_failure!r}")
         if self.total_epochs is not None and (
             isinstance(self.total_epochs, bool)
             or not isinstance(self.total_epochs, int)
@@ -146,6 +162,7 @@ class AALRPolicy:
     window_epoch: int = 0  # phase 2: epochs trained in the current window
     missed_windows: int = 0  # phase 2: windows in a row that ended without improvement (0 or 1)
     finish_epoch: int | None = None  # AALR+: the epoch whose decision started the finish
+    phase1_saved: bool = False  # phase1_failure="rollback": a stable phase-1 epoch has been checkpointed
 
     def __post_init__(self) -> None:
         self.initial_loss = check_loss_value(self.initial_loss)
@@ -176,6 +193,7 @@ class AALRPolicy:
         """Take one epoch's training loss; return the decision for the next epoch."""
         loss = float(loss)
         self.epoch += 1
+        exponent_before = self.lr_exponent
         if self.finish_epoch is not None:
             decision = self._finishing(loss)
         elif self.phase == 1:
@@ -183,7 +201,7 @@ class AALRPolicy:
         else:
             decision = self._phase2(loss)
         if self.finish_epoch is None and self._finish_due(loss):
-            decision = self._start_finish(loss, decision)
+            decision = self._start_finish(loss, decision, doubled=self.lr_exponent > exponent_before)
         return Decision(decision.action, decision.lr_exponent, decision.reason, self.lr_scale)
 
     # -- AALR+ ---------------------------------------------------------------------------------
@@ -197,11 +215,12 @@ class AALRPolicy:
         remaining_in_window = self.window_length - self.window_epoch
         return self.phase == 2 and self.epoch < total and self.epoch + remaining_in_window >= total
 
-    def _start_finish(self, loss: float, decision: Decision) -> Decision:
+    def _start_finish(self, loss: float, decision: Decision, *, doubled: bool) -> Decision:
         self.finish_epoch = self.epoch
         why = f"AALR+ finish ({self.config.finish}) at epoch {self.epoch}/{self.config.total_epochs}"
         if decision.action == "save_best":
-            self.lr_exponent -= 1  # take back the doubling: decay from the LR that just improved
+            if doubled:
+                self.lr_exponent -= 1  # take back the doubling: decay from the LR that just improved
             return Decision("save_best", self.lr_exponent, f"{why}: this epoch improved; checkpoint")
         if self.phase == 1 or self.best is None or loss < self.best:
             # phase 1 has no best checkpoint yet; and a loss better than the best becomes the checkpoint
@@ -223,10 +242,21 @@ class AALRPolicy:
         return Decision("none", self.lr_exponent, "AALR+ finish")
 
     def _phase1(self, loss: float) -> Decision:
+        rollback = self.config.phase1_failure == "rollback"
         if not math.isfinite(loss) or (self.best is not None and loss > self.best):
             why = "not finite" if not math.isfinite(loss) else f"{loss:.6g} > best {self.best:.6g}"
             self.lr_exponent -= 1
             self.stable_epochs = 0
+            if rollback and self.phase1_saved:  # L* stays: it is the restored checkpoint's loss
+                self.phase = 2
+                self.patience = 2
+                self.window_epoch = 0
+                self.missed_windows = 0
+                return Decision(
+                    "restore_best",
+                    self.lr_exponent,
+                    f"phase 1: loss {why}; restore the last stable epoch, halve LR, phase 2 with p=2",
+                )
             if self.config.restart_best == "initial":
                 self.best = self.initial_loss
             return Decision(
@@ -237,11 +267,11 @@ class AALRPolicy:
         self.best = loss
         self.stable_epochs += 1
         if self.stable_epochs < self.config.phase1_patience:
-            return Decision(
-                "none",
-                self.lr_exponent,
-                f"phase 1: stable epoch {self.stable_epochs}/{self.config.phase1_patience}",
-            )
+            why = f"phase 1: stable epoch {self.stable_epochs}/{self.config.phase1_patience}"
+            if rollback:
+                self.phase1_saved = True
+                return Decision("save_best", self.lr_exponent, f"{why}; checkpoint")
+            return Decision("none", self.lr_exponent, why)
         self.phase = 2
         self.lr_exponent += 1
         self.patience = 1
@@ -311,6 +341,7 @@ class AALRPolicy:
         "window_epoch",
         "missed_windows",
         "finish_epoch",
+        "phase1_saved",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -319,7 +350,7 @@ class AALRPolicy:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = {"finish_epoch": None, **state}  # states saved before AALR+ existed
+        state = {"finish_epoch": None, "phase1_saved": False, **state}  # states saved by older versions
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
         if missing:
             raise ValueError(f"AALR policy state is missing keys {missing}")

@@ -60,7 +60,7 @@ class AALR:
         initial_loss: the training loss of the initial model (one forward pass over the training
             set), the first best loss ``L*``. ``None``: unknown; the first epoch of phase 1 (and of
             each restart) then fails only on a non-finite loss.
-        phase1_patience, window, rollback, restart_best: see :class:`aalr.AALRConfig`.
+        phase1_patience, window, rollback, restart_best, phase1_failure: see :class:`aalr.AALRConfig`.
         total_epochs, finish: AALR+, a finish that uses the epoch budget (None: the paper's rules);
             see :mod:`aalr.policy`.
         snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
@@ -89,6 +89,7 @@ class AALR:
         window: str = "p+1",
         rollback: bool = False,
         restart_best: str = "initial",
+        phase1_failure: str = "restart",
         total_epochs: int | None = None,
         finish: str = "steps",
         snapshot_dir: str | os.PathLike[str] | None = None,
@@ -119,6 +120,7 @@ class AALR:
             window=window,
             rollback=rollback,
             restart_best=restart_best,
+            phase1_failure=phase1_failure,
             total_epochs=total_epochs,
             finish=finish,
         )
@@ -173,9 +175,10 @@ class AALR:
         lr_before = self.lr
         phase_before = self.phase
         decision = self.policy.step(value)
-        if self.phase == 2 and "initial" in self.snapshots.names():
-            # phase 1 never comes back: free its restart point before taking the best checkpoint,
-            # so the two are never held at once (peak memory: one snapshot, not two)
+        if (self.phase == 2 or self.policy.phase1_saved) and "initial" in self.snapshots.names():
+            # phase 1 never comes back (or, with phase1_failure="rollback", restores only checkpoints
+            # from now on): free the restart point before taking the best checkpoint, so the two are never
+            # held at once (peak memory: one snapshot, not two)
             self.snapshots.drop("initial")
         if decision.action == "restore_initial":
             self._restore("initial")

@@ -808,8 +808,8 @@ def build_method(
         from aalr.tuner import AALR  # the library; imported here so the non-AALR methods never need it
 
         tuner_options = _constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback"))
-        if name == "aalr-plus":  # AALR+: rollback and the budget-aware finish over this run's epochs
-            options = {"total_epochs": epochs, **options}
+        if name == "aalr-plus":  # AALR+: rollback in both phases and the finish over this run's epochs
+            options = {"total_epochs": epochs, "phase1_failure": "rollback", **options}
         optimizer_options = _ADAM_OPTIONS if name == "aalr-adam" else _SGD_OPTIONS
         _check_options(name, options, (*optimizer_options, *tuner_options))
         eta0 = lr if lr is not None else _DEFAULT_LR[name]
@@ -951,10 +951,11 @@ _DESCRIPTIONS: dict[str, str] = {
     "'A Simple Dynamic Learning Rate Tuning Algorithm for Automated Training of DNNs', ICLR 2020 submission)",
     "aalr-rollback": "as aalr, with rollback=True: when phase 2 halves the LR it also restores the best "
     "weights (this package's addition to the ICLR 2020 submission's Algorithm 1)",
-    "aalr-plus": "AALR+: as aalr-rollback, with the budget-aware finish over the run's epochs "
-    "(total_epochs = --epochs; finish 'steps': at 75% restore the best checkpoint unless the current loss "
-    "is better, LR x0.1, stop exploring; x0.1 again at 90%; this package's addition to the ICLR 2020 "
-    "AALR submission)",
+    "aalr-plus": "AALR+: as aalr-rollback, with phase1_failure='rollback' (a phase-1 failure restores the "
+    "last stable epoch, halves the LR and goes to phase 2, instead of restarting from the initial weights) "
+    "and the budget-aware finish over the run's epochs (total_epochs = --epochs; finish 'steps': at 75% "
+    "restore the best checkpoint unless the current loss is better, LR x0.1, stop exploring; x0.1 again "
+    "at 90%; this package's additions to the ICLR 2020 AALR submission)",
     "aalr-adam": "Adam (lr 1e-3, betas 0.9/0.999, no weight decay) with AALR setting its LR every epoch "
     "(AALR paper; Adam: Kingma & Ba, ICLR 2015)",
     "step": f"{_SGD} with the model's published step schedule, scaled to the run: ResNet-18 and WRN 0.1, "
