@@ -243,11 +243,32 @@ def test_bad_setups_fail_with_a_clear_error(module, callback, match):
         ({"compute_initial_loss": "yes"}, TypeError, "compute_initial_loss must be True or False"),
         ({"phase1_patience": 0}, ValueError, "phase1_patience must be >= 1"),
         ({"window": "q"}, ValueError, "window must be one of"),
+        ({"total_epochs": 0}, ValueError, "total_epochs must be None or an integer >= 1, got 0"),
+        ({"total_epochs": "max"}, ValueError, "total_epochs must be None or an integer >= 1, got 'max'"),
+        ({"phase1_failure": "x"}, ValueError, "phase1_failure must be one of"),
     ],
 )
 def test_constructor_errors(options, error, match):
     with pytest.raises(error, match=match):
         AALRCallback(**options)
+
+
+def test_aalr_plus_takes_the_budget_from_max_epochs():
+    options = {"phase1_patience": 2, "rollback": True, "phase1_failure": "rollback"}
+    callback = AALRCallback(compute_initial_loss=True, total_epochs="max_epochs", **options)
+    fit(Tiny(lr=1.0), [callback], epochs=8)
+    tuner = callback.tuner
+    assert tuner.config.total_epochs == 8 and tuner.config.phase1_failure == "rollback"
+    assert tuner.policy.finish_epoch == 6  # ceil(0.75 * 8)
+    lrs = [record["lr"] for record in tuner.history]
+    assert lrs[-1] < lrs[5]  # the finish lowered the LR
+    assert "AALR+ finish" in tuner.history[5]["reason"]
+
+
+def test_total_epochs_max_epochs_needs_a_finite_budget():
+    callback = AALRCallback(total_epochs="max_epochs")
+    with pytest.raises(ValueError, match=r"needs the Trainer's max_epochs >= 1, got -1"):
+        fit(Tiny(), [callback], epochs=-1, max_steps=2)
 
 
 def test_load_state_dict_error():

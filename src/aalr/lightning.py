@@ -43,6 +43,9 @@ except ImportError:
         ) from error
 
 
+MAX_EPOCHS = "max_epochs"  # total_epochs="max_epochs": the Trainer's budget
+
+
 class AALRCallback(pl.Callback):
     """Sets the LR of the (single) optimizer with AALR once per training epoch.
 
@@ -66,8 +69,12 @@ class AALRCallback(pl.Callback):
             in eval mode without gradients, averaging what ``training_step`` returns (weighted by
             batch size, over all ranks). Needs automatic optimization; its ``self.log`` calls are
             ignored during that pass.
-        phase1_patience, window, rollback, restart_best, snapshot_dir, sync_distributed: as for
-            :class:`aalr.AALR`.
+        total_epochs: the epoch budget for the AALR+ finish (see :class:`aalr.AALRConfig`): an int,
+            ``"max_epochs"`` (the Trainer's ``max_epochs``, read when training starts), or ``None``
+            (default: the paper's rules, no finish). For AALR+ as the harness's ``aalr-plus`` runs it,
+            pass ``total_epochs="max_epochs", rollback=True, phase1_failure="rollback"``.
+        phase1_patience, window, rollback, restart_best, phase1_failure, finish, snapshot_dir,
+            sync_distributed: as for :class:`aalr.AALR`.
     """
 
     def __init__(
@@ -80,6 +87,9 @@ class AALRCallback(pl.Callback):
         window: str = "p+1",
         rollback: bool = False,
         restart_best: str = "initial",
+        phase1_failure: str = "restart",
+        total_epochs: int | str | None = None,
+        finish: str = "steps",
         snapshot_dir: str | os.PathLike[str] | None = None,
         sync_distributed: bool = True,
     ) -> None:
@@ -94,7 +104,13 @@ class AALRCallback(pl.Callback):
         )
         # Fails here, when the callback is made, rather than at the start of training.
         AALRConfig(
-            phase1_patience=phase1_patience, window=window, rollback=rollback, restart_best=restart_best
+            phase1_patience=phase1_patience,
+            window=window,
+            rollback=rollback,
+            restart_best=restart_best,
+            phase1_failure=phase1_failure,
+            total_epochs=None if total_epochs == MAX_EPOCHS else total_epochs,  # type: ignore[arg-type]
+            finish=finish,
         )
         self.monitor = monitor
         self.compute_initial_loss = compute_initial_loss
@@ -103,6 +119,9 @@ class AALRCallback(pl.Callback):
             "window": window,
             "rollback": rollback,
             "restart_best": restart_best,
+            "phase1_failure": phase1_failure,
+            "total_epochs": total_epochs,
+            "finish": finish,
             "snapshot_dir": snapshot_dir,
             "sync_distributed": sync_distributed,
         }
@@ -115,7 +134,16 @@ class AALRCallback(pl.Callback):
         initial_loss = self.initial_loss
         if self._pending_state is None and self.compute_initial_loss:
             initial_loss = training_set_loss(trainer, pl_module)
-        self.tuner = AALR(pl_module, optimizer, initial_loss=initial_loss, **self.tuner_options)
+        options = dict(self.tuner_options)
+        if options["total_epochs"] == MAX_EPOCHS:
+            max_epochs = trainer.max_epochs
+            if max_epochs is None or max_epochs < 1:
+                raise ValueError(
+                    f"AALRCallback(total_epochs='max_epochs') needs the Trainer's max_epochs >= 1, got "
+                    f"{max_epochs!r}; set Trainer(max_epochs=N) or pass total_epochs=N"
+                )
+            options["total_epochs"] = int(max_epochs)
+        self.tuner = AALR(pl_module, optimizer, initial_loss=initial_loss, **options)
         if self._pending_state is not None:
             self.tuner.load_state_dict(self._pending_state)
             self._pending_state = None
