@@ -1,0 +1,94 @@
+"""AALR+ rule variants side by side: how the default of ``aalr-plus`` was chosen.
+
+Runs the harness's ``aalr-plus`` with each variant's tuner options (``--method-option`` in the CLI) on
+MNIST-1D (30, 60 epochs) and Fashion-MNIST (fmnist-cnn at width 0.5, 5000 images; 8, 16, 32 epochs),
+on seeds that the ``budget`` suite does not use (100-104 by default), and prints final test accuracy
+(%) as "mean (worst seed)" per variant and task. Runs go under ``--out`` and are skipped when finished,
+so an interrupted comparison continues.
+
+    .venv/bin/python benchmarks/aalr_plus_variants.py [--out runs/aalr-plus-variants] [--tasks m30,m60]
+
+Variants (all with rollback in phase 2 and the budget finish, as aalr-plus):
+- ``rollback``: a phase-1 failure restores the last stable epoch, halves, goes to phase 2 (the default).
+- ``restart``: the paper's phase 1 (a failure restarts from the initial weights): aalr-plus before.
+- ``restart-short``: the same with phase-1 patience scaled to the budget (epochs // 10, 1 to 10).
+- ``restart-short-linear``: the same with the ``linear`` finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+from aalr.harness.train import run
+
+FMNIST: dict[str, Any] = {
+    "dataset": "fashion-mnist",
+    "model": "fmnist-cnn",
+    "model_options": {"width": 0.5},
+    "train_subset": 5000,
+}
+MNIST1D: dict[str, Any] = {"dataset": "mnist1d", "model": "mnist1d-cnn"}
+TASKS: dict[str, dict[str, Any]] = {
+    "m30": {**MNIST1D, "epochs": 30},
+    "m60": {**MNIST1D, "epochs": 60},
+    "f8": {**FMNIST, "epochs": 8},
+    "f16": {**FMNIST, "epochs": 16},
+    "f32": {**FMNIST, "epochs": 32},
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "rollback": {"phase1_failure": "rollback"},
+    "restart": {"phase1_failure": "restart"},
+    "restart-short": {"phase1_failure": "restart", "phase1_patience": "budget/10"},
+    "restart-short-linear": {"phase1_failure": "restart", "phase1_patience": "budget/10", "finish": "linear"},
+}
+
+
+def options_for(variant: str, epochs: int) -> dict[str, Any]:
+    options = dict(VARIANTS[variant])
+    if options.get("phase1_patience") == "budget/10":
+        options["phase1_patience"] = max(1, min(10, epochs // 10))
+    return options
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="runs/aalr-plus-variants")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {list(TASKS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
+    parser.add_argument("--seeds", default="100,101,102,103,104")
+    args = parser.parse_args()
+    tasks, variants = args.tasks.split(","), args.variants.split(",")
+    for name, known in (("task", TASKS), ("variant", VARIANTS)):
+        unknown = [x for x in (tasks if name == "task" else variants) if x not in known]
+        if unknown:
+            parser.error(f"unknown {name}(s) {unknown}; choose from {list(known)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print("| variant | " + " | ".join(tasks) + " |")
+    print("| --- |" + " --- |" * len(tasks))
+    for variant in variants:
+        cells = []
+        for task in tasks:
+            accs = []
+            for seed in seeds:
+                config = {
+                    **TASKS[task],
+                    "method": "aalr-plus",
+                    "seed": seed,
+                    "batch_size": 128,
+                    "progress": False,
+                    "device": "cpu",
+                    "method_args": options_for(variant, TASKS[task]["epochs"]),
+                }
+                summary = run(config, Path(args.out) / variant / task / f"seed{seed}", resume=True)
+                accs.append(100 * float(summary["final_test_acc"]))
+            cells.append(f"{statistics.fmean(accs):.2f} ({min(accs):.1f})")
+        print(f"| {variant} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
