@@ -248,10 +248,7 @@ class AALRPolicy:
             self.lr_exponent -= 1
             self.stable_epochs = 0
             if rollback and self.phase1_saved:  # L* stays: it is the restored checkpoint's loss
-                self.phase = 2
-                self.patience = 2
-                self.window_epoch = 0
-                self.missed_windows = 0
+                self._enter_phase2(patience=2)
                 return Decision(
                     "restore_best",
                     self.lr_exponent,
@@ -272,16 +269,19 @@ class AALRPolicy:
                 self.phase1_saved = True
                 return Decision("save_best", self.lr_exponent, f"{why}; checkpoint")
             return Decision("none", self.lr_exponent, why)
-        self.phase = 2
         self.lr_exponent += 1
-        self.patience = 1
-        self.window_epoch = 0
-        self.missed_windows = 0
+        self._enter_phase2(patience=1)
         return Decision(
             "save_best",
             self.lr_exponent,
             f"phase 1 done after {self.config.phase1_patience} stable epochs; checkpoint, double LR, p=1",
         )
+
+    def _enter_phase2(self, patience: int) -> None:
+        self.phase = 2
+        self.patience = patience
+        self.window_epoch = 0
+        self.missed_windows = 0
 
     def _phase2(self, loss: float) -> Decision:
         if not math.isfinite(loss):
