@@ -33,16 +33,16 @@ from aalr.harness.train import git_commit
 from overhead import sync  # the benchmarks share their small helpers
 
 
-def load(data: str, limit: int) -> tuple[torch.Tensor, torch.Tensor, Augment]:
+def load(data: str, limit: int, random_erasing: float) -> tuple[torch.Tensor, torch.Tensor, Augment]:
     if data == "cifar-random":  # CIFAR-shaped random images: throughput does not depend on content
         g = torch.Generator().manual_seed(0)
         x = torch.randint(0, 256, (limit, 3, 32, 32), dtype=torch.uint8, generator=g)
         y = torch.randint(0, 10, (limit,), generator=g)
-        return x, y, augment_for("cifar10")
+        return x, y, augment_for("cifar10", random_erasing=random_erasing)
     from aalr.harness.data import load_dataset
 
     ds = load_dataset(data)
-    return ds.x_train[:limit], ds.y_train[:limit], augment_for(data)
+    return ds.x_train[:limit], ds.y_train[:limit], augment_for(data, random_erasing=random_erasing)
 
 
 class PerSample(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -110,10 +110,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--random-erasing", type=float, default=0.0, help="probability, in both loops (section 5.5 uses 0.5)"
+    )
     parser.add_argument("--out", default=None, help="also write the result as a Markdown table here")
     args = parser.parse_args()
     device = torch.device(args.device)
-    x, y, augment = load(args.data, args.samples)
+    x, y, augment = load(args.data, args.samples, args.random_erasing)
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), mean=None, std=None).to(
         device
     )
@@ -156,7 +159,8 @@ def main() -> None:
     lines = [
         f"throughput, commit {commit or 'unknown'}, torch {torch.__version__}, device {device}, "
         f"model {args.model}, "
-        f"data {args.data}, batch {args.batch_size}, {args.repeats} repeats, {args.workers} workers",
+        f"data {args.data}, random erasing {args.random_erasing:g}, batch {args.batch_size}, "
+        f"{args.repeats} repeats, {args.workers} workers",
         "",
         "| loop | images/s (median) |",
         "| --- | --- |",
