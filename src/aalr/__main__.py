@@ -1,7 +1,5 @@
 """`python -m aalr`: the command line."""
 
-import sys
+from aalr.cli import entry
 
-from aalr.cli import main
-
-sys.exit(main())
+entry()

@@ -261,5 +261,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The ``aalr`` command and ``python -m aalr``: ``main``, then exit with its code.
+
+    Under torchrun the process leaves without the interpreter's teardown (after flushing its
+    output): a gloo worker thread may still be freeing the tensors of a finished collective while
+    the interpreter shuts down, which now and then aborts a rank whose run had finished and been
+    written (the race pytorch/pytorch#179291 describes). ``main`` itself returns normally, so
+    calling it in-process is unaffected.
+    """
+    code = main()
+    if _torchrun_rank() is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

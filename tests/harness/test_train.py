@@ -263,3 +263,33 @@ def test_cli_compare_report_and_list(tmp_path, capsys):
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
     assert "aalr-plus" in listing and "quick" in listing and "fashion-mnist" in listing
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("world_size", [None, "1", "2"])
+def test_entry_leaves_without_teardown_only_under_torchrun(monkeypatch, world_size):
+    from aalr import cli
+
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(cli, "main", lambda argv=None: 3)
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    if world_size == "2":  # several ranks: os._exit with main's code, after flushing
+        with pytest.raises(_Exited):
+            cli.entry()
+        assert codes == [3]
+    else:
+        with pytest.raises(SystemExit) as info:
+            cli.entry()
+        assert info.value.code == 3 and codes == []
