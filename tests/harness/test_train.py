@@ -293,3 +293,43 @@ def test_entry_leaves_without_teardown_only_under_torchrun(monkeypatch, world_si
         with pytest.raises(SystemExit) as info:
             cli.entry()
         assert info.value.code == 3 and codes == []
+
+
+def _bn_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2)
+    )
+
+
+def test_refresh_batchnorm_recomputes_statistics_on_fixed_batches_without_randomness():
+    x = torch.randn(100, 4, generator=torch.Generator().manual_seed(1))
+    model, manual = _bn_model(), _bn_model()
+    model.eval()
+    rng = torch.get_rng_state()
+    assert train_module.refresh_batchnorm(model, x, lambda t: t, torch.device("cpu"), 32, batches=2)
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout stayed off: no random numbers drawn
+    assert not model.training and not model[2].training  # the model's mode is back as it was
+    manual.eval()
+    manual[2].train()
+    with torch.no_grad():
+        manual(x[:32])
+        manual(x[32:64])  # the first two batches, in order; x[64:] is not used
+    assert torch.equal(model[2].running_mean, manual[2].running_mean)
+    assert torch.equal(model[2].running_var, manual[2].running_var)
+    assert not torch.equal(model[2].running_mean, torch.zeros(6))
+
+
+def test_refresh_batchnorm_without_batchnorm_does_nothing():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not train_module.refresh_batchnorm(model, torch.randn(8, 4), lambda t: t, torch.device("cpu"), 4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("method", "calls"), [("schedulefree", 2), ("sgdr", 0)])
+def test_schedulefree_refreshes_batchnorm_before_each_evaluation(tmp_path, monkeypatch, method, calls):
+    seen: list[int] = []
+    monkeypatch.setattr(train_module, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
+    run({**FAST, "epochs": 2, "method": method}, tmp_path / method)
+    assert seen == [512] * calls  # once an epoch, on the run's training data

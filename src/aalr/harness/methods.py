@@ -66,7 +66,7 @@ Choices worth knowing:
   and the low end of the README's "10x-50x the classical SGD rate" (0.1). I am not sure which
   value the paper used for CIFAR-10. Evaluate in :meth:`Method.eval_mode` (averaged weights ``x``);
   with batch norm the running statistics were gathered at ``y``, which the README says to refresh
-  on a few training batches before evaluating (the training loop's job, not this module's).
+  on a few training batches before evaluating (the training loop does it: ``refresh_batchnorm``).
 * dog: plain DoG (one step size for the whole model, the paper's main variant). The authors stress
   that iterate averaging matters for DoG's final accuracy; it is a separate model copy, so it is
   left out here (the comparison is of LR methods on the trained weights).
@@ -451,6 +451,9 @@ class Method:
     """
 
     per_batch: bool = False
+    # The weights evaluated are not the weights trained (schedule-free): the training loop recomputes
+    # BatchNorm statistics at the evaluated weights before evaluating.
+    refresh_batchnorm: bool = False
 
     def __init__(self, name: str, optimizer: Optimizer, settings: dict[str, Any]) -> None:
         self.name = name
@@ -675,7 +678,11 @@ class _DoGMethod(Method):
 class _ScheduleFreeMethod(Method):
     """Schedule-free SGD. ``train_mode``/``eval_mode`` switch the weights between ``y`` (where gradients
     are taken) and the average ``x`` (what is evaluated). ``lr`` is the next step's LR, warmup
-    included. Built in train mode, so a loop that never calls ``train_mode`` still trains."""
+    included. Built in train mode, so a loop that never calls ``train_mode`` still trains. BatchNorm
+    statistics gathered at ``y`` do not fit ``x``: the package's README recomputes them on a few
+    training batches before evaluating, and so does the harness (``refresh_batchnorm``)."""
+
+    refresh_batchnorm = True
 
     @property
     def lr(self) -> float:

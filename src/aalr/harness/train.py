@@ -501,6 +501,38 @@ def _batches(
     yield from order.split(batch_size)
 
 
+BN_REFRESH_BATCHES = 50  # schedule-free's README refreshes BatchNorm statistics on "a few" (its example: 50)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def refresh_batchnorm(
+    model: nn.Module,
+    x: torch.Tensor,
+    as_float: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int,
+    batches: int = BN_REFRESH_BATCHES,
+) -> bool:
+    """Recompute BatchNorm running statistics at the model's current weights from the first
+    ``batches`` training batches, in a fixed order (no random numbers drawn). Only the BatchNorm
+    layers run in train mode (dropout stays off). Returns False, doing nothing, without BatchNorm."""
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return False
+    was_training = model.training
+    model.eval()
+    for norm in norms:
+        norm.train()
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, min(len(x), batches * batch_size), batch_size):
+            xb = as_float(x[start : start + batch_size])
+            if device.type == "cuda" and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            model(xb)
+    model.train(was_training)
+    return True
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -738,6 +770,12 @@ def _train(
                 ),
             ),
         ]
+
+    def evaluation_weights() -> None:
+        method.eval_mode()
+        if method.refresh_batchnorm:
+            refresh_batchnorm(model, ds.x_train, ds.as_float, device, batch_size)
+
     bar = _progress(config, start_epoch)
     started = time.perf_counter()
     epoch = start_epoch
@@ -767,10 +805,10 @@ def _train(
         train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
         distributed.sync_buffers(model)
         if config.loss_pass == "full":
-            method.eval_mode()
+            evaluation_weights()
             train_loss, _ = evaluate(model, ds.x_train, ds.y_train, ds.as_float, device)
         decision = method.end_epoch(train_loss)
-        method.eval_mode()
+        evaluation_weights()
         test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, ds.as_float, device)
         row: dict[str, Any] = {
             "epoch": epoch,
