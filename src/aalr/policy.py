@@ -162,7 +162,6 @@ class AALRPolicy:
     window_epoch: int = 0  # phase 2: epochs trained in the current window
     missed_windows: int = 0  # phase 2: windows in a row that ended without improvement (0 or 1)
     finish_epoch: int | None = None  # AALR+: the epoch whose decision started the finish
-    phase1_saved: bool = False  # phase1_failure="rollback": a stable phase-1 epoch has been checkpointed
 
     def __post_init__(self) -> None:
         self.initial_loss = check_loss_value(self.initial_loss)
@@ -174,6 +173,17 @@ class AALRPolicy:
     @property
     def window_length(self) -> int:
         return self.patience + 1 if self.config.window == "p+1" else self.patience
+
+    @property
+    def needs_initial_snapshot(self) -> bool:
+        """Whether a restart from the initial weights can still come (the tuner frees them when not)."""
+        return self.phase == 1 and not self._phase1_checkpointed
+
+    @property
+    def _phase1_checkpointed(self) -> bool:
+        # phase1_failure="rollback" checkpoints every stable phase-1 epoch, and a failure after one leaves
+        # phase 1; so in phase 1 a checkpoint exists exactly when the stable count is above zero
+        return self.config.phase1_failure == "rollback" and self.stable_epochs > 0
 
     @property
     def lr_scale(self) -> float:
@@ -242,12 +252,12 @@ class AALRPolicy:
         return Decision("none", self.lr_exponent, "AALR+ finish")
 
     def _phase1(self, loss: float) -> Decision:
-        rollback = self.config.phase1_failure == "rollback"
         if not math.isfinite(loss) or (self.best is not None and loss > self.best):
             why = "not finite" if not math.isfinite(loss) else f"{loss:.6g} > best {self.best:.6g}"
+            checkpointed = self._phase1_checkpointed
             self.lr_exponent -= 1
             self.stable_epochs = 0
-            if rollback and self.phase1_saved:  # L* stays: it is the restored checkpoint's loss
+            if checkpointed:  # L* stays: it is the restored checkpoint's loss
                 self._enter_phase2(patience=2)
                 return Decision(
                     "restore_best",
@@ -265,8 +275,7 @@ class AALRPolicy:
         self.stable_epochs += 1
         if self.stable_epochs < self.config.phase1_patience:
             why = f"phase 1: stable epoch {self.stable_epochs}/{self.config.phase1_patience}"
-            if rollback:
-                self.phase1_saved = True
+            if self.config.phase1_failure == "rollback":
                 return Decision("save_best", self.lr_exponent, f"{why}; checkpoint")
             return Decision("none", self.lr_exponent, why)
         self.lr_exponent += 1
@@ -341,7 +350,6 @@ class AALRPolicy:
         "window_epoch",
         "missed_windows",
         "finish_epoch",
-        "phase1_saved",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -350,7 +358,7 @@ class AALRPolicy:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = {"finish_epoch": None, "phase1_saved": False, **state}  # states saved by older versions
+        state = {"finish_epoch": None, **state}  # states saved before AALR+ existed
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
         if missing:
             raise ValueError(f"AALR policy state is missing keys {missing}")

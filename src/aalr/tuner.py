@@ -175,10 +175,10 @@ class AALR:
         lr_before = self.lr
         phase_before = self.phase
         decision = self.policy.step(value)
-        if (self.phase == 2 or self.policy.phase1_saved) and "initial" in self.snapshots.names():
-            # phase 1 never comes back (or, with phase1_failure="rollback", restores only checkpoints
-            # from now on): free the restart point before taking the best checkpoint, so the two are never
-            # held at once (peak memory: one snapshot, not two)
+        if not self.policy.needs_initial_snapshot and "initial" in self.snapshots.names():
+            # no restart can come any more (phase 2, or a phase-1 checkpoint to roll back to): free the
+            # restart point before taking the best checkpoint, so the two are never held at once (peak
+            # memory: one snapshot, not two)
             self.snapshots.drop("initial")
         if decision.action == "restore_initial":
             self._restore("initial")
