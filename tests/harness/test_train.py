@@ -127,6 +127,17 @@ def test_lr_grid_is_chosen_on_validation_data(tmp_path):
     assert val_config["validation_split"] is True
 
 
+def test_an_unreadable_summary_finishes_the_run_again_for_runs_and_grid_runs(tmp_path):
+    config = {**FAST, "epochs": 2, "method": "const", "lr": [0.5, 0.05]}
+    first = run(config, tmp_path / "g")
+    for summary_file in (tmp_path / "g" / "summary.json", tmp_path / "g" / "grid" / "lr0.5" / "summary.json"):
+        summary_file.write_text('{"status": "fini')  # a torn write
+    again = run(config, tmp_path / "g", resume=True)
+    assert again["chosen_lr"] == first["chosen_lr"] and again["lr_grid"] == first["lr_grid"]
+    redone = json.loads((tmp_path / "g" / "grid" / "lr0.5" / "summary.json").read_text())
+    assert redone["status"] == "finished"
+
+
 def test_a_diverging_baseline_ends_cleanly(tmp_path):
     summary = run({**FAST, "epochs": 4, "method": "const", "lr": 1e6}, tmp_path / "d")
     assert summary["status"] == "diverged"

@@ -416,10 +416,13 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
 
 
 # -- the output directory ------------------------------------------------------------------------
-def prepare_out_dir(out: Path, config: TrainConfig, *, resume: bool, force: bool) -> bool:
+def prepare_out_dir(
+    out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
+) -> bool:
     """Check the directory before training; return True when it holds a run to resume.
 
-    Refuses another run's directory unless ``resume`` (same settings) or ``force`` (start over).
+    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
+    normal run never match) or ``force`` (start over).
     """
     config_path = out / "config.json"
     check_writable(out)
@@ -439,7 +442,7 @@ def prepare_out_dir(out: Path, config: TrainConfig, *, resume: bool, force: bool
         saved = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
-    mine = _json_safe(config.to_dict())
+    mine = saved_settings(config, validation=validation)
     differences = sorted(
         key
         for key in set(saved) | set(mine)
@@ -574,23 +577,12 @@ def run(
     if launch is not None:
         distributed.init_process_group(*launch)
 
-    def look() -> dict[str, Any]:
-        resuming = prepare_out_dir(out, config, resume=resume, force=force)
-        if resuming and (out / "summary.json").exists():
-            try:
-                return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-            except json.JSONDecodeError:
-                log.warning("summary.json in %s is unreadable; finishing the run again", out)
-        return {"resuming": resuming, "summary": None}
-
-    state = _rank0_decides(look)
-    resuming = bool(state["resuming"])
-    if state["summary"] is not None:
-        summary: dict[str, Any] = state["summary"]
-        return summary
+    resuming, finished = _resume_state(out, config, resume=resume, force=force)
+    if finished is not None:
+        return finished
     from aalr import __version__
 
-    saved_config = {**config.to_dict(), "version": __version__, "git_commit": git_commit()}
+    saved_config = {**saved_settings(config), "version": __version__, "git_commit": git_commit()}
     if not resuming and distributed.is_main():
         write_json(out / "config.json", saved_config)
     device = resolve_device(config.device) if launch is None else launch[1]
@@ -611,6 +603,31 @@ def run(
         write_json(out / "summary.json", summary)
     distributed.barrier()  # when run() returns on any rank, summary.json is there
     return summary
+
+
+def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str, Any]:
+    """The settings a run's config.json records (besides version and commit) and --resume compares."""
+    settings = _json_safe(config.to_dict())
+    return {**settings, "validation_split": True} if validation else settings
+
+
+def _resume_state(
+    out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
+) -> tuple[bool, dict[str, Any] | None]:
+    """Rank 0 checks and prepares ``out``; every rank learns whether the run resumes and, when it has
+    finished already, its summary. An unreadable summary.json means the run is finished again."""
+
+    def look() -> dict[str, Any]:
+        resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
+        if resuming and (out / "summary.json").exists():
+            try:
+                return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
+            except json.JSONDecodeError:
+                log.warning("summary.json in %s is unreadable; finishing the run again", out)
+        return {"resuming": resuming, "summary": None}
+
+    state = _rank0_decides(look)
+    return bool(state["resuming"]), state["summary"]
 
 
 def _rank0_decides(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -649,19 +666,11 @@ def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
 def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
     """A run on the validation split (resumable on its own): its 'test' set is held-out training data."""
 
-    def look() -> dict[str, Any]:
-        resuming = prepare_out_dir(out, config, resume=True, force=False)
-        if resuming and (out / "summary.json").exists():
-            return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-        return {"resuming": resuming, "summary": None}
-
-    state = _rank0_decides(look)
-    resuming = bool(state["resuming"])
-    if state["summary"] is not None:
-        result: dict[str, Any] = state["summary"]
-        return result
+    resuming, finished = _resume_state(out, config, resume=True, force=False, validation=True)
+    if finished is not None:
+        return finished
     if not resuming and distributed.is_main():
-        write_json(out / "config.json", {**config.to_dict(), "validation_split": True})
+        write_json(out / "config.json", saved_settings(config, validation=True))
     launch = check_launch(config)
     device = resolve_device(config.device) if launch is None else launch[1]
     context = _Context(config=config, device=device, out=out)
