@@ -338,9 +338,10 @@ def test_refresh_batchnorm_without_batchnorm_does_nothing():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("loss_pass", ["batches", "full"])
 @pytest.mark.parametrize(("method", "calls"), [("schedulefree", 2), ("sgdr", 0)])
-def test_schedulefree_refreshes_batchnorm_before_each_evaluation(tmp_path, monkeypatch, method, calls):
+def test_schedulefree_refreshes_batchnorm_once_an_epoch(tmp_path, monkeypatch, method, calls, loss_pass):
     seen: list[int] = []
     monkeypatch.setattr(train_module, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
-    run({**FAST, "epochs": 2, "method": method}, tmp_path / method)
-    assert seen == [512] * calls  # once an epoch, on the run's training data
+    run({**FAST, "epochs": 2, "method": method, "loss_pass": loss_pass}, tmp_path / method)
+    assert seen == [512] * calls  # once an epoch (also with the full loss pass), on the run's training data

@@ -817,7 +817,10 @@ def _train(
             evaluation_weights()
             train_loss, _ = evaluate(model, ds.x_train, ds.y_train, ds.as_float, device)
         decision = method.end_epoch(train_loss)
-        evaluation_weights()
+        if config.loss_pass == "full":  # BatchNorm was refreshed for the full pass; a method that refreshes
+            method.eval_mode()  # it (schedule-free) does not move the weights at end_epoch
+        else:
+            evaluation_weights()
         test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, ds.as_float, device)
         row: dict[str, Any] = {
             "epoch": epoch,
