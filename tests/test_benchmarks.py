@@ -1,0 +1,73 @@
+"""The scripts whose output the README quotes: the AALR+ goal verdict and the variant comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def fake_run(root: Path, experiment: str, method: str, seed: int, acc: float) -> None:
+    run_dir = root / experiment / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
+    summary = {"experiment": experiment, "method": method, "seed": seed, "final_test_acc": acc}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def budget_rows(root: Path) -> dict[str, list[str]]:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "budget_goal.py"), str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.strip("|").split("|") for line in out.splitlines()[2:]]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+
+
+@pytest.mark.parametrize(
+    ("plus", "tuned", "verdict"),
+    [
+        ([0.90, 0.91], [0.90], "yes"),  # worst 90.0 >= every reference mean (89.0), within 0.5 of 90.0
+        ([0.90, 0.93], [0.906], "no"),  # worst 90.0 is 0.6 below the tuned grid's mean
+        ([0.885, 0.95], [0.88], "no"),  # worst 88.5 is below the references' mean 89.0
+        ([0.90, 0.91], None, "cannot tell (no tuned grid here)"),
+        ([0.885, 0.95], None, "no (no tuned grid here)"),
+    ],
+)
+def test_budget_goal_verdict(tmp_path, plus, tuned, verdict):
+    for seed, acc in enumerate(plus):
+        fake_run(tmp_path, "task-8", "aalr-plus", seed, acc)
+    for method in ("sgdr", "step", "prodigy"):
+        for seed, acc in enumerate((0.88, 0.90)):  # mean 89.0
+            fake_run(tmp_path, "task-8", method, seed, acc)
+    for seed, acc in enumerate(tuned or []):
+        fake_run(tmp_path, "task-8-tuned", "step", seed, acc)
+    row = budget_rows(tmp_path)["task-8"]
+    assert row[-1] == verdict
+    assert row[1] == f"{100 * sum(plus) / len(plus):.2f} ({100 * min(plus):.2f}) [{len(plus)}]"
+
+
+def test_aalr_plus_variants_runs_and_refuses_unknown_names(tmp_path):
+    script = str(BENCHMARKS / "aalr_plus_variants.py")
+    args = ["--out", str(tmp_path), "--tasks", "m30", "--seeds", "0"]
+    out = subprocess.run(
+        [sys.executable, script, *args, "--variants", "rollback,restart-short"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith(("| rollback", "| restart"))]
+    assert len(rows) == 2
+    config = json.loads((tmp_path / "restart-short" / "m30" / "seed0" / "config.json").read_text())
+    assert config["method_args"] == {"phase1_failure": "restart", "phase1_patience": 3}  # 30 epochs // 10
+    bad = subprocess.run(
+        [sys.executable, script, *args, "--variants", "cosine"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "unknown variant(s) ['cosine']" in bad.stderr
