@@ -1,15 +1,23 @@
-"""Training throughput: the harness's loop against a conventional DataLoader loop, as a ratio.
+"""Training throughput: the harness's loop against conventional DataLoader loops, as ratios.
 
-Both loops train the same model on the same data with the same augmentation, one after the other in
-this process, alternating, several repeats; the script prints images/s of each and their ratio
-(medians), with the git commit. Timings on a shared machine are noisy: read the ratio, not the rates.
+All loops train the same model on the same data with the same augmentation, one after the other in
+this process, alternating their order, several repeats; the script prints images/s of each and the
+ratios (medians), with the git commit. Timings on a shared machine are noisy: read the ratios, not the
+rates.
 
 - ours: the data stay on the device as uint8 tensors; each batch is indexed from a shuffled order,
   becomes float there, and is augmented as a whole batch (aalr.harness.augment); on CUDA also bf16
   autocast and channels_last (what aalr.harness.train does).
-- conventional: a torch DataLoader over the uint8 data with per-sample transforms (to float, the same
-  augmentation applied one sample at a time), ``--workers`` worker processes (default 2), pinned memory
-  and a host-to-device copy per batch on CUDA, fp32.
+- bound: the model step alone, on one batch made before the clock starts, as many steps as an epoch
+  (same precision and memory format as ours). No loop that feeds data can beat it, so bound /
+  conventional is the most any data pipeline could gain over the conventional one on this machine.
+- conventional, tensor: a torch DataLoader over the uint8 data with per-sample transforms (to float,
+  the same augmentation applied one sample at a time), ``--workers`` worker processes (default 2),
+  pinned memory and a host-to-device copy per batch on CUDA, fp32.
+- conventional, PIL: the same, but each sample makes the round trip torchvision's data sets make
+  (``torchvision.datasets.FashionMNIST``/``CIFAR10`` with ``transforms.ToTensor()``): a PIL image from
+  the uint8 array, then back to a float tensor in [0, 1]. Written here without torchvision, which this
+  project does not install.
 
     .venv/bin/python benchmarks/throughput.py                       # fmnist-cnn on Fashion-MNIST, CPU
     .venv/bin/python benchmarks/throughput.py --model resnet18 --data cifar-random --device cuda
@@ -59,6 +67,32 @@ class PerSample(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.augment(sample)[0], self.y[index]
 
 
+class PerSamplePIL(PerSample):
+    """The conventional pipeline as torchvision's data sets run it: uint8 -> PIL image -> ToTensor."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+        from PIL import Image  # Pillow comes with matplotlib, a dependency of the harness
+
+        array = self.x[index].permute(1, 2, 0).numpy()  # (H, W, C), as torchvision stores images
+        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        back = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).view(array.shape)
+        sample = back.permute(2, 0, 1).contiguous().float().div_(255).unsqueeze(0)
+        return self.augment(sample)[0], self.y[index]
+
+
+def _precision(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _step(model: torch.nn.Module, optimizer: Any, xb: torch.Tensor, yb: torch.Tensor, bf16: bool) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    with _precision(xb.device, bf16):
+        loss = F.cross_entropy(model(xb).float(), yb)
+    loss.backward()
+    optimizer.step()
+
+
 def ours(
     model: torch.nn.Module,
     optimizer: Any,
@@ -66,22 +100,29 @@ def ours(
     y: torch.Tensor,
     augment: Augment,
     batch_size: int,
-    device: torch.device,
     generator: torch.Generator,
+    bf16: bool,
 ) -> int:
-    cuda = device.type == "cuda"
     model.train()
-    for index in torch.randperm(len(x), generator=generator).to(device).split(batch_size):
-        xb = x[index].float().div_(255)
-        xb = augment(xb)
-        if cuda:
+    for index in torch.randperm(len(x), generator=generator).to(x.device).split(batch_size):
+        xb = augment(x[index].float().div_(255))
+        if x.device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
-            loss = F.cross_entropy(model(xb).float(), y[index])
-        loss.backward()
-        optimizer.step()
+        _step(model, optimizer, xb, y[index], bf16)
     return len(x)
+
+
+def bound(
+    model: torch.nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, bf16: bool
+) -> int:
+    model.train()
+    xb, yb = x[:batch_size].float().div_(255), y[:batch_size]
+    if x.device.type == "cuda":
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    steps = len(x) // batch_size
+    for _ in range(steps):
+        _step(model, optimizer, xb, yb, bf16)
+    return steps * batch_size
 
 
 def conventional(
@@ -99,6 +140,14 @@ def conventional(
     return seen
 
 
+LOOPS = {
+    "bound": "model step alone, no data work (the ceiling)",
+    "ours": "ours (on-device uint8, batched augmentation)",
+    "tensor": "conventional, tensor (DataLoader, per-sample transforms)",
+    "pil": "conventional, PIL (DataLoader, per-sample transforms through PIL, as torchvision)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,11 +160,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--random-erasing", type=float, default=0.0, help="probability, in both loops (section 5.5 uses 0.5)"
+        "--random-erasing", type=float, default=0.0, help="probability, in all loops (section 5.5 uses 0.5)"
+    )
+    parser.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="on the CPU, run ours and the bound under bf16 autocast (the harness trains in fp32 on the "
+        "CPU; this shows what lower precision would buy, against the fp32 conventional loops)",
     )
     parser.add_argument("--out", default=None, help="also write the result as a Markdown table here")
     args = parser.parse_args()
+    for name in ("samples", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.samples < args.batch_size:
+        parser.error(f"--samples ({args.samples}) must be at least --batch-size ({args.batch_size})")
     device = torch.device(args.device)
+    bf16 = device.type == "cuda" or args.cpu_bf16
     x, y, augment = load(args.data, args.samples, args.random_erasing)
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), mean=None, std=None).to(
         device
@@ -124,50 +187,51 @@ def main() -> None:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x_dev, y_dev = x.to(device), y.to(device)
-    loader = DataLoader(
-        PerSample(x, y, augment),
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.workers > 0,
-    )
+    loaders = {
+        name: DataLoader(
+            dataset(x, y, augment),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=args.workers > 0,
+        )
+        for name, dataset in (("tensor", PerSample), ("pil", PerSamplePIL))
+    }
     generator = torch.Generator().manual_seed(0)
-    rates: dict[str, list[float]] = {"ours": [], "conventional": []}
-    ours(
-        model,
-        optimizer,
-        x_dev[: 2 * args.batch_size],
-        y_dev[: 2 * args.batch_size],
-        augment,
-        args.batch_size,
-        device,
-        generator,
-    )  # warm-up
+    warm = 2 * args.batch_size
+    ours(model, optimizer, x_dev[:warm], y_dev[:warm], augment, args.batch_size, generator, bf16)
+    rates: dict[str, list[float]] = {name: [] for name in LOOPS}
     for repeat in range(args.repeats):
-        for name in ("ours", "conventional") if repeat % 2 == 0 else ("conventional", "ours"):
+        order = list(LOOPS) if repeat % 2 == 0 else list(reversed(LOOPS))
+        for name in order:
             sync(device)
             start = time.perf_counter()
             if name == "ours":
-                seen = ours(model, optimizer, x_dev, y_dev, augment, args.batch_size, device, generator)
+                seen = ours(model, optimizer, x_dev, y_dev, augment, args.batch_size, generator, bf16)
+            elif name == "bound":
+                seen = bound(model, optimizer, x_dev, y_dev, args.batch_size, bf16)
             else:
-                seen = conventional(model, optimizer, loader, device)
+                seen = conventional(model, optimizer, loaders[name], device)
             sync(device)
             rates[name].append(seen / (time.perf_counter() - start))
-    ours_rate, conv_rate = statistics.median(rates["ours"]), statistics.median(rates["conventional"])
+    rate = {name: statistics.median(values) for name, values in rates.items()}
     commit = git_commit()[:7]
+    precision = "bf16 autocast for ours and the bound, fp32 for the DataLoader loops" if bf16 else "fp32"
     lines = [
         f"throughput, commit {commit or 'unknown'}, torch {torch.__version__}, device {device}, "
-        f"model {args.model}, "
-        f"data {args.data}, random erasing {args.random_erasing:g}, batch {args.batch_size}, "
-        f"{args.repeats} repeats, {args.workers} workers",
+        f"model {args.model}, data {args.data}, random erasing {args.random_erasing:g}, "
+        f"batch {args.batch_size}, {args.samples} images an epoch, {args.repeats} repeats, "
+        f"{args.workers} workers, {precision}",
         "",
         "| loop | images/s (median) |",
         "| --- | --- |",
-        f"| ours (on-device uint8, batched augmentation) | {ours_rate:.0f} |",
-        f"| conventional (DataLoader, per-sample transforms) | {conv_rate:.0f} |",
+        *(f"| {LOOPS[name]} | {rate[name]:.0f} |" for name in LOOPS),
         "",
-        f"ratio ours / conventional: {ours_rate / conv_rate:.2f}",
+        f"ratio ours / conventional: {rate['ours'] / rate['tensor']:.2f} (tensor), "
+        f"{rate['ours'] / rate['pil']:.2f} (PIL)",
+        f"ceiling bound / conventional: {rate['bound'] / rate['tensor']:.2f} (tensor), "
+        f"{rate['bound'] / rate['pil']:.2f} (PIL); ours reaches {rate['ours'] / rate['bound']:.2f} of it",
     ]
     print("\n".join(lines))
     if args.out:

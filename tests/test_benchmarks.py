@@ -71,3 +71,51 @@ def test_aalr_plus_variants_runs_and_refuses_unknown_names(tmp_path):
         [sys.executable, script, *args, "--variants", "cosine"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "unknown variant(s) ['cosine']" in bad.stderr
+
+
+def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
+    script = str(BENCHMARKS / "throughput.py")
+    out_file = tmp_path / "throughput.md"
+    args = ["--data", "digits", "--samples", "256", "--repeats", "1", "--workers", "0"]
+    out = subprocess.run(
+        [sys.executable, script, *args, "--random-erasing", "0.5", "--out", str(out_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rates = [
+        line for line in out.splitlines() if line.startswith("| ") and line.split("|")[2].strip().isdigit()
+    ]
+    assert [row.split("|")[1].split(",")[0].split(" (")[0].strip() for row in rates] == [
+        "model step alone",
+        "ours",
+        "conventional",
+        "conventional",
+    ]
+    assert all(int(row.split("|")[2]) > 0 for row in rates)
+    assert "ratio ours / conventional:" in out and "ceiling bound / conventional:" in out
+    assert out_file.read_text().strip() == out.strip()
+    bad = subprocess.run(
+        [sys.executable, script, *args, "--batch-size", "0"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "--batch-size must be >= 1, got 0" in bad.stderr
+
+
+def test_pil_round_trip_gives_the_same_samples_as_the_tensor_path():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from throughput import PerSample, PerSamplePIL
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import torch
+
+    from aalr.harness.augment import augment_for
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((5, 1, 8, 8), (5, 3, 8, 8)):
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        y = torch.arange(5)
+        augment = augment_for("digits")
+        for i in range(5):
+            a, b = PerSample(x, y, augment)[i], PerSamplePIL(x, y, augment)[i]
+            assert torch.equal(a[0], b[0]) and a[1] == b[1]
