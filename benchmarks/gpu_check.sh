@@ -2,7 +2,8 @@
 # The prepared GPU check: at most about 8 minutes on one H200 (each step has its own timeout).
 #   - the tests that need CUDA (bf16 autocast, channels_last, GPU snapshots kept on the CPU, the
 #     data/augmentation/attack/model tests' CUDA cases),
-#   - images/s of ResNet-18 on CIFAR-shaped random data: our loop vs a plain DataLoader loop,
+#   - images/s of ResNet-18 on CIFAR-shaped random data: our loop vs a plain DataLoader loop and the
+#     model step alone (the ceiling; the PIL loop is left out: Pillow may not be there),
 #   - the tuner's per-epoch overhead on ResNet-18 there.
 # Writes $OUT/gpu_check.md (and the logs). Runs from the repository root with the machine's python3
 # (its own torch); only torch, numpy, pytest and hypothesis are needed there (plus the mnist1d wheel
@@ -31,7 +32,7 @@ echo >> "$REPORT"
 
 echo "## Throughput, ResNet-18, batch 256" >> "$REPORT"
 timeout 150 "$PY" benchmarks/throughput.py --model resnet18 --data cifar-random --device cuda \
-  --samples 20480 --batch-size 256 --repeats 3 --workers 4 --out "$REPORT" > "$OUT/throughput.log" 2>&1 \
+  --samples 20480 --batch-size 256 --repeats 3 --workers 4 --loops bound,ours,tensor --out "$REPORT" > "$OUT/throughput.log" 2>&1 \
   || echo "throughput failed: $(tail -n 3 "$OUT/throughput.log")" >> "$REPORT"
 
 echo "## Tuner overhead, ResNet-18 on CUDA" >> "$REPORT"

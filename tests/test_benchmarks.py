@@ -94,11 +94,21 @@ def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
     ]
     assert all(int(row.split("|")[2]) > 0 for row in rates)
     assert "ratio ours / conventional:" in out and "ceiling bound / conventional:" in out
+    assert "ours reaches" in out
     assert out_file.read_text().strip() == out.strip()
     bad = subprocess.run(
         [sys.executable, script, *args, "--batch-size", "0"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "--batch-size must be >= 1, got 0" in bad.stderr
+    some = subprocess.run(
+        [sys.executable, script, *args, "--loops", "tensor"], capture_output=True, text=True, check=True
+    ).stdout  # ours always runs; no ceiling line without the bound
+    assert "| ours" in some and "| conventional, tensor" in some and "PIL" not in some
+    assert "ratio ours / conventional:" in some and "ceiling" not in some
+    unknown = subprocess.run(
+        [sys.executable, script, *args, "--loops", "ours,dali"], capture_output=True, text=True, check=False
+    )
+    assert unknown.returncode == 2 and "unknown loop(s) ['dali']" in unknown.stderr
 
 
 def test_pil_round_trip_gives_the_same_samples_as_the_tensor_path():
