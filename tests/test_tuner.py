@@ -208,6 +208,7 @@ def test_step_accepts_numbers_and_0d_tensors():
         (None, TypeError, r"got NoneType"),
         (torch.tensor([1.0, 2.0]), ValueError, r"0-d tensor .* shape \(2,\)"),
         ([1.0], TypeError, r"got list"),
+        (10**400, ValueError, r"loss must fit in a float, got an int of 401 digits"),
     ],
 )
 def test_step_rejects_bad_losses(loss, error, match):
@@ -446,3 +447,119 @@ def test_resume_in_the_middle_of_the_aalr_plus_finish(tmp_path, finish):
     )
     assert lrs2 == lrs
     assert_same_state(weights2, weights)
+
+
+def test_directory_snapshots_leave_other_files_alone(tmp_path):
+    # the folder may hold the user's own checkpoints (even pickled ones): never read, listed or deleted
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, snapshot_dir=tmp_path)
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "args.pt")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "best.pt")
+    assert tuner.snapshots.names() == ["initial"]  # a stale best.pt of an earlier run is not ours
+    state = tuner.state_dict()
+    assert sorted(state["snapshots"]) == ["initial"]
+    fresh = AALR(model, optimizer, snapshot_dir=tmp_path)
+    fresh.load_state_dict(state)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["args.pt", "best.pt", "ckpt.pt", "initial.pt"]
+
+
+def _tuner_facts(tuner: AALR) -> tuple:
+    return (tuner.phase, tuner.epoch, tuner.best_loss, tuner.lr, tuner.snapshots.names(), len(tuner.history))
+
+
+def _bad_states(good: dict) -> dict[str, tuple[dict, str]]:
+    other = nn.Sequential(nn.Linear(4, 9), nn.BatchNorm1d(9), nn.ReLU(), nn.Linear(9, 3))
+    other_tuner = AALR(other, OPTIMIZERS["sgd"](other.parameters()), initial_loss=2.0, phase1_patience=1)
+    other_tuner.step(1.5)
+    return {
+        "no snapshots": (
+            {k: v for k, v in good.items() if k != "snapshots"},
+            r"missing keys \['snapshots'\]",
+        ),
+        "eta0": ({**good, "eta0": "x"}, r"eta0 must be a finite number > 0, got 'x'"),
+        "history": ({**good, "history": None}, "history must be a list of dicts"),
+        "phase": ({**good, "policy": {**good["policy"], "phase": 7}}, "phase must be 1 or 2, got 7"),
+        "patience": (
+            {**good, "policy": {**good["policy"], "patience": 3}},
+            "patience must be a power of two",
+        ),
+        "exponent": (
+            {**good, "policy": {**good["policy"], "lr_exponent": 0.5}},
+            "lr_exponent must be an int",
+        ),
+        "other model": (
+            other_tuner.state_dict(),
+            r"snapshot 'best' is of another model: '0.weight' has shape",
+        ),
+        "no best in phase 2": ({**good, "snapshots": {}}, "phase 2, but the state has no 'best' snapshot"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no snapshots", "eta0", "history", "phase", "patience", "exponent", "other model", "no best in phase 2"],
+)
+def test_a_refused_state_changes_nothing(case):
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=1)
+    tuner.step(1.5)  # phase 2, a best snapshot
+    good = tuner.state_dict()
+    target_model = tiny_model()
+    target = AALR(
+        target_model, OPTIMIZERS["sgd"](target_model.parameters()), initial_loss=2.0, phase1_patience=1
+    )
+    for loss in (1.9, 1.8):
+        target.step(loss)
+    before, weights = _tuner_facts(target), params(target_model)
+    bad, match = _bad_states(good)[case]
+    with pytest.raises(ValueError, match=match):
+        target.load_state_dict(bad)
+    assert _tuner_facts(target) == before
+    assert_same_state(params(target_model), weights)
+    target.load_state_dict(good)  # and the good state still loads
+    assert (target.phase, target.epoch) == (2, 1)
+
+
+def test_a_step_whose_restore_fails_leaves_the_tuner_as_it_was(tmp_path):
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1, snapshot_dir=tmp_path)
+    tuner.step(1.5)
+    good_bytes = (tmp_path / "best.pt").read_bytes()
+    (tmp_path / "best.pt").write_bytes(b"truncated")
+    before = (*_tuner_facts(tuner), tuner.patience, optimizer.param_groups[0]["lr"])
+    with pytest.raises(ValueError, match=r"best\.pt"):
+        tuner.step(NAN)  # wants to restore the (now unreadable) best snapshot
+    assert (*_tuner_facts(tuner), tuner.patience, optimizer.param_groups[0]["lr"]) == before
+    (tmp_path / "best.pt").write_bytes(good_bytes)  # once the cause is mended, the same step works
+    record = tuner.step(NAN)
+    assert (record["epoch"], record["action"], tuner.patience) == (2, "restore_best", 2)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_finish_from_a_failed_phase1_epoch_keeps_only_its_checkpoint():
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.3, total_epochs=4)
+    records = [tuner.step(loss) for loss in (2.2, 2.1, 2.5, 2.4)]
+    # epoch 3 (the finish) checkpoints the current weights, whose loss is 2.5: L* is 2.5, not the 2.3 that
+    # the restart rule would have reset it to, so epoch 4's 2.4 is an improvement and is kept
+    assert (records[2]["action"], records[2]["best"]) == ("save_best", 2.5)
+    assert (records[3]["action"], records[3]["best"]) == ("save_best", 2.4)
+    assert tuner.snapshots.names() == ["best"]  # the finish never restarts: the initial weights are freed
+
+
+def test_integral_settings_of_any_type_are_accepted_as_ints():
+    model = tiny_model()
+    tuner = AALR(
+        model,
+        OPTIMIZERS["sgd"](model.parameters()),
+        phase1_patience=np.int64(3),
+        total_epochs=np.int32(30),
+    )
+    config = tuner.policy.config
+    assert (config.phase1_patience, config.total_epochs) == (3, 30)
+    assert type(config.phase1_patience) is int and type(config.total_epochs) is int
+    with pytest.raises(ValueError, match="initial_loss must fit in a float"):
+        AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=10**400)

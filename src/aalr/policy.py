@@ -91,6 +91,10 @@ class AALRConfig:
     finish: str = "steps"
 
     def __post_init__(self) -> None:
+        for name in ("phase1_patience", "total_epochs"):  # NumPy and other integral types become int
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                object.__setattr__(self, name, int(value))
         if isinstance(self.phase1_patience, bool) or not isinstance(self.phase1_patience, int):
             raise TypeError(f"phase1_patience must be an int >= 1, got {self.phase1_patience!r}")
         if self.phase1_patience < 1:
@@ -133,7 +137,10 @@ def check_loss_value(initial_loss: object, name: str = "initial_loss") -> float 
         return None
     if isinstance(initial_loss, bool) or not isinstance(initial_loss, numbers.Real):
         raise TypeError(f"{name} must be a finite real number or None, got {initial_loss!r}")
-    value = float(initial_loss)
+    try:
+        value = float(initial_loss)
+    except OverflowError as error:  # an int too large for a float
+        raise ValueError(f"{name} must be finite (the loss of the initial model), got a huge int") from error
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite (the loss of the initial model), got {value}")
     return value
@@ -177,7 +184,8 @@ class AALRPolicy:
     @property
     def needs_initial_snapshot(self) -> bool:
         """Whether a restart from the initial weights can still come (the tuner frees them when not)."""
-        return self.phase == 1 and not self._phase1_checkpointed
+        # the finish never restarts (it checkpoints when it starts, even in phase 1)
+        return self.phase == 1 and self.finish_epoch is None and not self._phase1_checkpointed
 
     @property
     def _phase1_checkpointed(self) -> bool:
@@ -233,8 +241,10 @@ class AALRPolicy:
                 self.lr_exponent -= 1  # take back the doubling: decay from the LR that just improved
             return Decision("save_best", self.lr_exponent, f"{why}: this epoch improved; checkpoint")
         if self.phase == 1 or self.best is None or loss < self.best:
-            # phase 1 has no best checkpoint yet; and a loss better than the best becomes the checkpoint
-            self.best = loss if self.best is None else min(self.best, loss)
+            # phase 1 has no best checkpoint yet; and a loss better than the best becomes the checkpoint.
+            # Either way the checkpoint is the current weights, so L* is their loss (in phase 1 after a
+            # failure it is above the L* the failure compared with)
+            self.best = loss
             return Decision("save_best", self.lr_exponent, f"{why}: current loss {loss:.6g}; checkpoint")
         return Decision("restore_best", self.lr_exponent, f"{why}: restore the best checkpoint")
 
@@ -362,9 +372,49 @@ class AALRPolicy:
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
         if missing:
             raise ValueError(f"AALR policy state is missing keys {missing}")
-        self.config = AALRConfig(**state["config"])
+        if not isinstance(state["config"], dict):
+            raise ValueError(f"AALR policy state: config must be a dict, got {state['config']!r}")
+        try:
+            config = AALRConfig(**state["config"])
+        except TypeError as error:
+            raise ValueError(f"AALR policy state: bad config {state['config']!r}: {error}") from error
+        _check_policy_state(state)  # everything is checked before anything is changed
+        self.config = config
         for key in self._STATE_KEYS:
-            setattr(self, key, state[key])
+            value = state[key]
+            if key in ("initial_loss", "best") and value is not None:
+                value = float(value)
+            setattr(self, key, value)
+
+
+def _check_policy_state(state: dict[str, Any]) -> None:
+    """Refuse a corrupted policy state with a message naming the key, the value and what is allowed."""
+
+    def is_int(value: object, low: int | None = None) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
+
+    def bad(key: str, allowed: str) -> ValueError:
+        return ValueError(f"AALR policy state: {key} must be {allowed}, got {state[key]!r}")
+
+    if state["phase"] not in (1, 2) or isinstance(state["phase"], bool):
+        raise bad("phase", "1 or 2")
+    for key, low in (("epoch", 0), ("stable_epochs", 0), ("window_epoch", 0), ("patience", 1)):
+        if not is_int(state[key], low):
+            raise bad(key, f"an int >= {low}")
+    if state["patience"] & (state["patience"] - 1):
+        raise bad("patience", "a power of two")
+    if not is_int(state["lr_exponent"]):
+        raise bad("lr_exponent", "an int")
+    if state["missed_windows"] not in (0, 1) or isinstance(state["missed_windows"], bool):
+        raise bad("missed_windows", "0 or 1")
+    if state["finish_epoch"] is not None and not is_int(state["finish_epoch"], 1):
+        raise bad("finish_epoch", "None or an int >= 1")
+    for key in ("initial_loss", "best"):
+        value = state[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+        ):
+            raise bad(key, "None or a finite number")
 
 
 def _milestone(total: int, fraction: float) -> int:

@@ -149,7 +149,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class DirectorySnapshots:
-    """Snapshots as ``<directory>/<name>.pt`` files; nothing is kept in memory between calls."""
+    """Snapshots as ``<directory>/<name>.pt`` files; no tensor is kept in memory between calls.
+
+    Only the files this store wrote are its snapshots: other ``*.pt`` files in the directory (a
+    user's checkpoint, a stale snapshot of an earlier run) are never read, listed or deleted.
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -161,16 +165,18 @@ class DirectorySnapshots:
             ) from error
         if not os.access(self.directory, os.W_OK):
             raise ValueError(f"snapshot directory {str(self.directory)!r} is not writable")
+        self._names: set[str] = set()
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.pt"
 
     def put(self, name: str, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self._path(name))
+        self._names.add(name)
 
     def get(self, name: str) -> dict[str, Any]:
         path = self._path(name)
-        if not path.exists():
+        if name not in self._names or not path.exists():
             raise KeyError(f"no snapshot named {name!r} in {str(self.directory)!r}")
         try:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
@@ -179,7 +185,9 @@ class DirectorySnapshots:
         return state
 
     def drop(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
+        if name in self._names:
+            self._path(name).unlink(missing_ok=True)
+            self._names.discard(name)
 
     def names(self) -> list[str]:
-        return sorted(path.stem for path in self.directory.glob("*.pt"))
+        return sorted(self._names)

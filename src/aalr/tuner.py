@@ -39,7 +39,14 @@ def as_loss(value: object, name: str = "loss") -> float:
         raise TypeError(
             f"{name} must be a float, an int or a 0-d tensor, got {type(value).__name__}: {value!r}"
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as error:  # an int too large for a float
+        raise ValueError(f"{name} must fit in a float, got an int of {len(str(value))} digits") from error
+
+
+def _finite_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _set_group_lr(group: dict[str, Any], lr: float) -> None:
@@ -174,20 +181,29 @@ class AALR:
         value = self._mean_over_ranks(local)
         lr_before = self.lr
         phase_before = self.phase
+        policy_before = self.policy.state_dict()
         decision = self.policy.step(value)
-        if not self.policy.needs_initial_snapshot and "initial" in self.snapshots.names():
-            # no restart can come any more (phase 2, or a phase-1 checkpoint to roll back to): free the
-            # restart point before taking the best checkpoint, so the two are never held at once (peak
-            # memory: one snapshot, not two)
-            self.snapshots.drop("initial")
-        if decision.action == "restore_initial":
-            self._restore("initial")
-        elif decision.action == "restore_best":
-            self._restore("best")
-        elif decision.action == "save_best":
-            # Reuse the previous best snapshot's CPU buffers: no allocation, pinned copies from a GPU.
-            previous = self.snapshots.peek("best") if isinstance(self.snapshots, MemorySnapshots) else None
-            self.snapshots.put("best", self._capture(reuse=previous))
+        try:
+            if decision.action == "restore_initial":
+                self._restore("initial")
+            elif decision.action == "restore_best":
+                self._restore("best")
+            if not self.policy.needs_initial_snapshot and "initial" in self.snapshots.names():
+                # no restart can come any more (phase 2, or a phase-1 checkpoint to roll back to): free the
+                # restart point before taking the best checkpoint, so the two are never held at once (peak
+                # memory: one snapshot, not two)
+                self.snapshots.drop("initial")
+            if decision.action == "save_best":
+                # Reuse the previous best snapshot's CPU buffers: no allocation, pinned copies from a GPU.
+                memory = isinstance(self.snapshots, MemorySnapshots)
+                previous = self.snapshots.peek("best") if memory else None  # type: ignore[attr-defined]
+                self.snapshots.put("best", self._capture(reuse=previous))
+        except BaseException:
+            # the decision could not be carried out: the policy forgets this epoch, so that the step
+            # can be retried once the cause is fixed, and the tuner never believes in a restore or a
+            # checkpoint that did not happen
+            self.policy.load_state_dict(policy_before)
+            raise
         self._apply_lr()
         record: dict[str, Any] = {
             "epoch": self.policy.epoch,
@@ -268,25 +284,87 @@ class AALR:
             raise ValueError(
                 f"AALR state has format {state.get('format')!r}; this version reads {STATE_FORMAT}"
             )
-        ratios = list(state["lr_ratios"])
+        # Check everything first, change nothing until all of it is known to be good.
+        missing = [key for key in ("eta0", "lr_ratios", "policy", "history", "snapshots") if key not in state]
+        if missing:
+            raise ValueError(f"AALR state is missing keys {missing}; have {sorted(state)}")
+        ratios = state["lr_ratios"]
+        if not isinstance(ratios, list | tuple) or not all(_finite_real(r) and r >= 0 for r in ratios):
+            raise ValueError(f"AALR state: lr_ratios must be a list of finite numbers >= 0, got {ratios!r}")
+        ratios = [float(r) for r in ratios]
         if len(ratios) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"AALR state has {len(ratios)} param groups, "
                 f"the optimizer has {len(self.optimizer.param_groups)}"
             )
-        saved_config = AALRConfig(**state["policy"]["config"])
-        if saved_config != self.policy.config:
+        eta0 = state["eta0"]
+        if not (_finite_real(eta0) and eta0 > 0):
+            raise ValueError(f"AALR state: eta0 must be a finite number > 0, got {eta0!r}")
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+            raise ValueError(f"AALR state: history must be a list of dicts, got {type(history).__name__}")
+        snapshots = state["snapshots"]
+        if not isinstance(snapshots, dict) or not set(snapshots) <= {"initial", "best"}:
+            raise ValueError(
+                f"AALR state: snapshots must be a dict with keys among ['best', 'initial'], got "
+                f"{sorted(snapshots) if isinstance(snapshots, dict) else type(snapshots).__name__}"
+            )
+        for name, snapshot in snapshots.items():
+            self._check_snapshot(name, snapshot)
+        if not isinstance(state["policy"], dict):
+            raise ValueError(f"AALR state: policy must be a dict, got {type(state['policy']).__name__}")
+        policy = AALRPolicy()  # a scratch copy: validates, raises ValueError naming what is wrong
+        policy.load_state_dict(state["policy"])
+        if policy.needs_initial_snapshot and "initial" not in snapshots:
+            raise ValueError("AALR state: phase 1 can still restart, but the state has no 'initial' snapshot")
+        if policy.phase == 2 and "best" not in snapshots:
+            raise ValueError("AALR state: phase 2, but the state has no 'best' snapshot")
+        if policy.config != self.policy.config:
             logger.warning(
                 "AALR: resuming with the saved settings %s (constructed with %s)",
-                saved_config,
+                policy.config,
                 self.policy.config,
             )
-        self.policy.load_state_dict(state["policy"])
-        self.eta0 = float(state["eta0"])
+        copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
+        self.policy.load_state_dict(state["policy"])  # checked above: cannot fail now
+        self.eta0 = float(eta0)
         self.lr_ratios = ratios
-        self.history = [dict(record) for record in state["history"]]
+        self.history = [dict(record) for record in history]
         for name in self.snapshots.names():
             self.snapshots.drop(name)
-        for name, snapshot in state["snapshots"].items():
-            self.snapshots.put(name, cpu_copy(snapshot))
+        for name, snapshot in copies.items():
+            self.snapshots.put(name, snapshot)
         self._apply_lr()
+
+    def _check_snapshot(self, name: str, snapshot: object) -> None:
+        """A snapshot must fit this model and optimizer: same keys and shapes, same param groups."""
+        if not isinstance(snapshot, dict) or set(snapshot) != {"model", "optimizer"}:
+            raise ValueError(
+                f"AALR state: snapshot {name!r} must be a dict with keys 'model' and 'optimizer'"
+            )
+        live = self.model.state_dict()
+        saved = snapshot["model"]
+        if not isinstance(saved, dict) or saved.keys() != live.keys():
+            keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(
+                f"AALR state: snapshot {name!r} is of another model: its keys {keys} are not the "
+                f"model's {sorted(live)}"
+            )
+        for key, tensor in live.items():
+            if not isinstance(tensor, torch.Tensor):  # extra state (get_extra_state) may be anything
+                continue
+            if not isinstance(saved[key], torch.Tensor) or saved[key].shape != tensor.shape:
+                shape = tuple(saved[key].shape) if isinstance(saved[key], torch.Tensor) else saved[key]
+                raise ValueError(
+                    f"AALR state: snapshot {name!r} is of another model: {key!r} has shape {shape}, "
+                    f"the model's has {tuple(tensor.shape)}"
+                )
+        optimizer_state = snapshot["optimizer"]
+        groups = optimizer_state.get("param_groups") if isinstance(optimizer_state, dict) else None
+        live_groups = self.optimizer.state_dict()["param_groups"]
+        if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
+            len(g["params"]) for g in live_groups
+        ]:
+            raise ValueError(
+                f"AALR state: snapshot {name!r}'s optimizer state does not match the optimizer's param groups"
+            )
