@@ -1,7 +1,7 @@
 """Peak memory of training with and without AALR, on the CPU, as a ratio, with the snapshot bytes.
 
 Each variant runs in a fresh child process (so one cannot inherit the other's allocations) that
-trains a ~10M-parameter MLP with SGD + momentum for a few epochs; the parent reads each child's peak
+trains a ~8.4M-parameter MLP with SGD + momentum for a few epochs; the parent reads each child's peak
 resident set size (getrusage) and prints their ratio, next to the bytes AALR's snapshots hold and
 the model's own. Expected: one extra copy of weights + momentum (the best checkpoint), plus the
 initial weights while in phase 1, i.e. about 2-3 model sizes on top of a plain run.
@@ -27,7 +27,7 @@ def child(variant: str, epochs: int) -> None:
 
     from aalr import AALR
     from aalr.snapshot import state_nbytes
-    from overhead import big_mlp_task  # the same ~10M-parameter MLP as the overhead benchmark
+    from overhead import big_mlp_task  # the same ~8.4M-parameter MLP as the overhead benchmark
 
     torch.manual_seed(0)
     model = big_mlp_task()[0]()
