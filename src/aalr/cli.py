@@ -75,8 +75,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", required=True, help="the run's output directory")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--force", action="store_true", help="overwrite another run in --out")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again.add_argument("--force", action="store_true", help="overwrite another run in --out")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -158,39 +159,46 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from aalr.harness.suite import load_suite, run_suite
     from aalr.harness.train import RunError, TrainConfig, check_writable, validate
 
-    def check(config: dict[str, Any]) -> None:
+    overrides: dict[str, Any] = {"progress": not args.no_progress}
+    if args.device:
+        overrides["device"] = args.device
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+
+    def check(config: dict[str, Any]) -> None:  # with the command line's overrides, as the runs get them
         settings = {key: value for key, value in config.items() if key != "resume"}
+        settings.update(overrides)
         try:
             validate(TrainConfig.from_dict(settings))
         except RunError as error:
             raise ValueError(str(error)) from error
 
     suite = load_suite(args.suite, validate=check)
-    overrides: dict[str, Any] = {"progress": not args.no_progress}
-    if args.device:
-        overrides["device"] = args.device
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
     out = Path(args.out)
     check_writable(out)  # an unusable output folder or a full disk is reported before any run
     run_suite(
         suite, out, suite_run_fn(overrides), only=args.only, progress=lambda line: print(line, flush=True)
     )
-    report = write_report(out)
+    rows = collect(out)
+    report = write_report(out, rows=rows)
     print()
-    print(to_markdown(summarize(collect(out)), title=f"Suite {suite.name}"))
+    print(to_markdown(summarize(rows), title=f"Suite {suite.name}"))
     print(f"report: {report}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from aalr.harness.report import collect, summarize, to_markdown, write_report
+    from aalr.harness.train import check_writable
 
     root = Path(args.runs)
     if not root.is_dir():
         raise ValueError(f"{str(root)!r} is not a directory of runs")
-    report = write_report(root, Path(args.out) if args.out else None)
-    print(to_markdown(summarize(collect(root))))
+    if args.out is not None:
+        check_writable(Path(args.out))  # a file or an unwritable folder: bad input, before any work
+    rows = collect(root)
+    report = write_report(root, Path(args.out) if args.out else None, rows=rows)
+    print(to_markdown(summarize(rows)))
     print(f"report: {report}")
     return 0
 
@@ -245,6 +253,8 @@ COMMANDS = {"train": _cmd_train, "compare": _cmd_compare, "report": _cmd_report,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "out", None) is not None and not args.out.strip():
+        parser.error(f"{args.command}: --out is empty; give a folder name")
     rank = _torchrun_rank()
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
@@ -257,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aalr {args.command}{where}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:  # e.g. the disk filled up during a run: not bad input, but say it in one line
-        print(f"aalr {args.command}: error: {error}; the run can continue with --resume", file=sys.stderr)
+        hint = "; the run can continue with --resume" if args.command in ("train", "compare") else ""
+        print(f"aalr {args.command}: error: {error}{hint}", file=sys.stderr)
         return 1
 
 

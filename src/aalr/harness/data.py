@@ -440,6 +440,8 @@ def _read_idx_split(images_path: Path, labels_path: Path, num_classes: int) -> t
         )
     if len(images) != len(labels):
         raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError(f"{images_path}: the IDX header declares 0 images; a data set needs at least one")
     if len(labels) and int(labels.max()) >= num_classes:
         raise ValueError(f"{labels_path}: label {int(labels.max())} is outside 0..{num_classes - 1}")
     return images[:, None], labels.astype(np.int64)

@@ -708,11 +708,24 @@ _SGD_OPTIONS = ("momentum", "nesterov")
 _ADAM_OPTIONS = ("betas", "eps")
 
 
+def _momentum(value: object) -> float:
+    """SGD's momentum: a real number in [0, 1) (NaN, a string or a bool is a mistake, not a setting)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
 def _sgd(
     params: list[nn.Parameter], lr: float, weight_decay: float, options: dict[str, Any]
 ) -> tuple[SGD, dict[str, Any]]:
-    momentum = options.pop("momentum", SGD_MOMENTUM)
-    nesterov = options.pop("nesterov", False)
+    momentum = _momentum(options.pop("momentum", SGD_MOMENTUM))
+    nesterov = _flag(options.pop("nesterov", False), "nesterov")
     optimizer = SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     return optimizer, {
         "optimizer": "SGD",
@@ -726,8 +739,17 @@ def _sgd(
 def _adam(
     params: list[nn.Parameter], lr: float, weight_decay: float, options: dict[str, Any]
 ) -> tuple[Adam, dict[str, Any]]:
-    betas = tuple(options.pop("betas", ADAM_BETAS))
-    eps = options.pop("eps", 1e-8)
+    raw_betas = options.pop("betas", ADAM_BETAS)
+    if (
+        not isinstance(raw_betas, list | tuple)
+        or len(raw_betas) != 2
+        or any(isinstance(b, bool) or not isinstance(b, int | float) or not 0.0 <= b < 1.0 for b in raw_betas)
+    ):
+        raise ValueError(
+            f"betas must be a list of two numbers in [0, 1), e.g. [0.9, 0.999], got {raw_betas!r}"
+        )
+    betas = (float(raw_betas[0]), float(raw_betas[1]))
+    eps = _positive_float(options.pop("eps", 1e-8), "eps")
     optimizer = Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return optimizer, {
         "optimizer": "Adam",
@@ -751,6 +773,26 @@ def _import_peer(name: str, module: str) -> Any:
 def _constructor_options(cls: type, exclude: Iterable[str]) -> list[str]:
     skip = {"self", *exclude}
     return [p for p in inspect.signature(cls).parameters if p not in skip]
+
+
+def _check_peer_option_types(name: str, cls: type, options: dict[str, Any]) -> None:
+    """A peer's option must have the kind of its constructor's default: the packages check little
+    themselves, so a string or NaN would otherwise fail (or train on garbage) only once training runs."""
+    parameters = inspect.signature(cls).parameters
+    for key, value in options.items():
+        default = parameters[key].default
+        if isinstance(default, bool):
+            _flag(value, f"{name} option {key}")
+        elif isinstance(default, int | float):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or math.isnan(value)
+                or (math.isinf(value) and not math.isinf(default))
+            ):
+                raise ValueError(f"{name} option {key} must be a finite number, got {value!r}")
+            if default >= 0 and value < 0:
+                raise ValueError(f"{name} option {key} must be >= 0, got {value!r}")
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:
@@ -903,8 +945,8 @@ def build_method(
         _check_options(name, options, ("hypergrad_lr", "momentum", "nesterov"))
         alpha0 = lr if lr is not None else 1e-3
         beta = _nonnegative_float(options.pop("hypergrad_lr", HYPERGRAD_BETA), "hypergrad_lr")
-        momentum = options.pop("momentum", SGD_MOMENTUM)
-        nesterov = options.pop("nesterov", momentum != 0)
+        momentum = _momentum(options.pop("momentum", SGD_MOMENTUM))
+        nesterov = _flag(options.pop("nesterov", momentum != 0), "nesterov")
         hd = SGDHD(
             params, lr=alpha0, hypergrad_lr=beta, momentum=momentum, weight_decay=wd, nesterov=nesterov
         )
@@ -930,6 +972,7 @@ def build_method(
     module_name, class_name, schedule, method_cls = _PEERS[name]
     peer_cls = getattr(_import_peer(name, module_name), class_name)
     _check_options(name, options, _constructor_options(peer_cls, ("params", "lr", "weight_decay")))
+    _check_peer_option_types(name, peer_cls, options)
     optimizer = peer_cls(params, lr=multiplier, weight_decay=wd, **options)
     if name == "schedulefree":
         optimizer.train()

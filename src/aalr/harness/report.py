@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
 import statistics
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from aalr.harness.suite import read_summary
+
+log = logging.getLogger("aalr.report")
 
 __all__ = [
     "collect",
@@ -72,7 +75,10 @@ DASH = "–"
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -126,7 +132,10 @@ def collect(root: Path | str) -> list[dict[str, Any]]:
     for summary_path in root.rglob("summary.json"):
         run_dir = summary_path.parent
         summary = read_summary(run_dir)
-        if summary is None:
+        if summary is None:  # written last and atomically, so unreadable means damaged: say so
+            log.warning(
+                "%s is unreadable or not a JSON object; that run is left out of the report", summary_path
+            )
             continue
         config = _read_json(run_dir / "config.json")
         if config.get("validation_split"):
@@ -617,7 +626,9 @@ def _file_part(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "run"
 
 
-def write_report(root: Path | str, out: Path | str | None = None) -> Path:
+def write_report(
+    root: Path | str, out: Path | str | None = None, rows: list[dict[str, Any]] | None = None
+) -> Path:
     """Writes report.md, results.csv and the PNG plots for the runs under ``root`` into ``out``.
 
     Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` per experiment, and
@@ -625,7 +636,7 @@ def write_report(root: Path | str, out: Path | str | None = None) -> Path:
     Returns the path of report.md.
     """
     root = Path(root)
-    rows = collect(root)
+    rows = collect(root) if rows is None else rows  # ``rows``: collect(root) made already
     if not rows:
         raise ValueError(f"no finished runs (folders with summary.json) under {root}")
     out_dir = Path(out) if out is not None else root

@@ -269,6 +269,8 @@ def load_suite(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file, so not TOML ({error})") from error
     name, description, experiments = _parse(path, data)
 
     runs: list[RunSpec] = []

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -133,8 +134,10 @@ def validate(config: TrainConfig) -> None:
         raise RunError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
     _positive_int("epochs", config.epochs)
     _positive_int("batch_size", config.batch_size)
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise RunError(f"seed must be an integer >= 0, got {config.seed!r}")
+    if (
+        isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED
+    ):  # NumPy's global generator takes seeds below 2**32 only
+        raise RunError(f"seed must be an integer in [0, {MAX_SEED}], got {config.seed!r}")
     if isinstance(config.lr, list):
         if not config.lr:
             raise RunError("lr list is empty; give one or more LRs")
@@ -164,13 +167,27 @@ def validate(config: TrainConfig) -> None:
     if config.alpha is not None and not (_is_real(config.alpha) and 0 < config.alpha < math.inf):
         raise RunError(f"alpha (the attack step) must be a finite number > 0, got {config.alpha!r}")
     _positive_int("steps", config.steps)
-    if isinstance(config.cutout, bool) or not isinstance(config.cutout, int) or config.cutout < 0:
-        raise RunError(f"cutout must be an integer >= 0 (pixels), got {config.cutout!r}")
+    max_cutout = 2 * max(_DATA_SHAPES[config.dataset][0][1:])  # a square centred on the border still overlaps
+    if (
+        isinstance(config.cutout, bool)
+        or not isinstance(config.cutout, int)
+        or not 0 <= config.cutout <= max_cutout
+    ):
+        raise RunError(
+            f"cutout must be an integer in [0, {max_cutout}] (pixels) for {config.dataset}, "
+            f"got {config.cutout!r}"
+        )
+    try:
+        from aalr.harness.augment import augment_for
+
+        augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
+    except (TypeError, ValueError) as error:
+        raise RunError(str(error)) from error
     if config.train_subset is not None:
         _positive_int("train_subset", config.train_subset)
     if config.loss_pass not in ("batches", "full"):
         raise RunError(f"loss_pass must be 'batches' or 'full', got {config.loss_pass!r}")
-    if config.device not in ("auto", "cpu", "cuda") and not str(config.device).startswith("cuda:"):
+    if not isinstance(config.device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", config.device):
         raise RunError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     if str(config.device).startswith("cuda") and not torch.cuda.is_available():
         raise RunError(
@@ -185,7 +202,23 @@ def validate(config: TrainConfig) -> None:
             training_attack(config)
         except (TypeError, ValueError) as error:
             raise RunError(str(error)) from error
+        if config.dataset not in IMAGE_DATASETS:
+            raise RunError(
+                f"adversarial {config.adversarial!r} needs inputs in [0, 1], an image data set "
+                f"({', '.join(IMAGE_DATASETS)}); {config.dataset!r} is not one"
+            )
+        if config.epsilon == 0:
+            raise RunError("epsilon must be > 0 with --adversarial (0 would attack nothing), got 0.0")
+        try:
+            evaluation_attacks(config)
+        except (TypeError, ValueError) as error:
+            raise RunError(str(error)) from error
     _dry_build(config)
+
+
+MAX_SEED = 2**32 - 1
+# Data sets whose inputs are in [0, 1], as the attacks need (MNIST-1D's are standardized floats).
+IMAGE_DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
 
 def _is_real(value: object) -> bool:
@@ -263,6 +296,24 @@ def training_attack(config: TrainConfig) -> Any:
         steps=config.steps,
         random_start=random_start,
     )
+
+
+def evaluation_attacks(config: TrainConfig) -> list[tuple[str, Any]]:
+    """The attacks of robust evaluation (clean FGSM, and PGD with alpha epsilon / 4 unless given)."""
+    from aalr.harness.attacks import AttackConfig
+
+    return [
+        ("fgsm_acc", AttackConfig(kind="fgsm", epsilon=config.epsilon)),
+        (
+            "pgd_acc",
+            AttackConfig(
+                kind="pgd",
+                epsilon=config.epsilon,
+                alpha=config.alpha or config.epsilon / 4,
+                steps=config.eval_pgd_steps,
+            ),
+        ),
+    ]
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -346,6 +397,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # -- checkpoints ---------------------------------------------------------------------------------
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+CHECKPOINT_KEYS = frozenset(
+    {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
+)
+# Where --force moves the run it replaces until the new run has written its first checkpoint.
+REPLACED = ".replaced-by-force"
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
 
 
 def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
@@ -369,9 +426,10 @@ def _zip_is_intact(path: Path) -> str | None:
     silently; check them first. Returns the name of the first bad member, or None."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
+            bad = archive.testzip()
     except zipfile.BadZipFile as error:
-        return f"not a zip archive ({error})"
+        return f"not a zip archive ({error}): truncated or overwritten"
+    return None if bad is None else f"corrupted data in {bad}"
 
 
 def _short_error(error: Exception) -> str:
@@ -398,8 +456,11 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
         try:
             bad = _zip_is_intact(path)
             if bad is not None:
-                raise ValueError(f"corrupted data in {bad}")
+                raise ValueError(bad)
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["all"]
+            if missing:
+                raise ValueError(f"it lacks {', '.join(missing)}: not a checkpoint of this harness")
         except Exception as error:  # truncated, corrupted, or holding pickled objects
             message = f"checkpoint {str(path)!r} cannot be loaded safely ({_short_error(error)})"
             log.error(message)
@@ -417,21 +478,32 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
 
 # -- the output directory ------------------------------------------------------------------------
 def prepare_out_dir(
-    out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
+    out: Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    force: bool,
+    validation: bool = False,
+    act: bool = True,
 ) -> bool:
     """Check the directory before training; return True when it holds a run to resume.
 
     Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over).
+    normal run never match) or ``force`` (start over). ``act=False`` only checks: nothing is moved.
     """
     config_path = out / "config.json"
     check_writable(out)
     if not config_path.exists():
         return False
     if force:
-        for name in ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "grid", ignore_errors=True)
+        if not act:
+            return False
+        backup = out / REPLACED
+        shutil.rmtree(backup, ignore_errors=True)
+        backup.mkdir()
+        for name in RUN_FILES:
+            if (out / name).exists():
+                os.replace(out / name, backup / name)
         return False
     if not resume:
         raise RunError(
@@ -442,6 +514,10 @@ def prepare_out_dir(
         saved = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
+    if not isinstance(saved, dict):
+        raise RunError(
+            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
+        )
     mine = saved_settings(config, validation=validation)
     differences = sorted(
         key
@@ -453,8 +529,9 @@ def prepare_out_dir(
     if differences:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
         raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
-    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
-        stale.unlink(missing_ok=True)
+    if act:
+        for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+            stale.unlink(missing_ok=True)
     return True
 
 
@@ -463,9 +540,9 @@ MIN_FREE_MIB = 50
 
 def check_writable(out: Path) -> None:
     """Create ``out`` if needed and check that it can be written and has room; before any training."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"output path {str(out)!r} exists and is not a directory")
     try:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"output path {str(out)!r} exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
@@ -486,6 +563,15 @@ class _Context:
     config: TrainConfig
     device: torch.device
     out: Path
+    dataset: Any = None  # loaded before the output directory is touched; None: _train loads it
+
+
+def _load_data(config: TrainConfig) -> Any:
+    """The run's data set, before anything is written: a missing or malformed file fails here."""
+    from aalr.harness.data import load_dataset
+
+    with distributed.local_main_first():  # one download or cache write per node
+        return load_dataset(config.dataset, config.data_dir)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -572,21 +658,67 @@ def run(
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     validate(config)
+    if resume and force:
+        raise RunError(
+            "resume and force contradict each other: --resume continues the run, --force replaces it"
+        )
+    if not str(out).strip():
+        raise RunError("the output directory is an empty string; give a folder name")
     launch = check_launch(config)
     out = Path(out)
     if launch is not None:
         distributed.init_process_group(*launch)
+    # The output directory is checked first (fast), the data loaded next, and only then is anything
+    # in the directory changed: a bad data file leaves it as it was, even with --force.
+    _rank0_decides(lambda: {"resuming": prepare_out_dir(out, config, resume=resume, force=force, act=False)})
+    dataset = _load_data(config)
 
     resuming, finished = _resume_state(out, config, resume=resume, force=force)
     if finished is not None:
         return finished
+    try:
+        return _run_in(out, config, launch, dataset, resuming)
+    except BaseException:
+        if distributed.is_main():
+            _undo_failed_start(out, fresh=not resuming)
+        raise
+    finally:
+        if distributed.is_main() and (out / CHECKPOINT).exists():
+            shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
+
+
+def _undo_failed_start(out: Path, *, fresh: bool) -> None:
+    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
+    that would make a retry look like another run, and the run --force was replacing put back."""
+    if (out / CHECKPOINT).exists():
+        return  # it trained: resumable with --resume
+    if fresh:
+        for name in ("config.json", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    backup = out / REPLACED
+    if backup.is_dir():
+        for path in backup.iterdir():
+            if path.name == "grid":
+                shutil.rmtree(out / "grid", ignore_errors=True)
+            os.replace(path, out / path.name)
+        backup.rmdir()
+        log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+
+
+def _run_in(
+    out: Path,
+    config: TrainConfig,
+    launch: tuple[distributed.Launch, torch.device] | None,
+    dataset: Any,
+    resuming: bool,
+) -> dict[str, Any]:
     from aalr import __version__
 
     saved_config = {**saved_settings(config), "version": __version__, "git_commit": git_commit()}
     if not resuming and distributed.is_main():
         write_json(out / "config.json", saved_config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = _Context(config=config, device=device, out=out)
+    context = _Context(config=config, device=device, out=out, dataset=dataset)
     grid: dict[str, float] = {}
     lr: float | None
     if isinstance(config.lr, list):
@@ -657,13 +789,13 @@ def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
     for lr in lrs:
         sub_config = dataclasses.replace(context.config, lr=lr, progress=False)
         sub_out = context.out / "grid" / f"lr{lr:g}"
-        summary = run_validation(sub_config, sub_out)
+        summary = run_validation(sub_config, sub_out, context.dataset)
         scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == STATUS_FINISHED else 0.0
         log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
     return scores
 
 
-def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
+def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[str, Any]:
     """A run on the validation split (resumable on its own): its 'test' set is held-out training data."""
 
     resuming, finished = _resume_state(out, config, resume=True, force=False, validation=True)
@@ -673,7 +805,7 @@ def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
         write_json(out / "config.json", saved_settings(config, validation=True))
     launch = check_launch(config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = _Context(config=config, device=device, out=out)
+    context = _Context(config=config, device=device, out=out, dataset=dataset)
     summary = _train(
         context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
     )
@@ -685,16 +817,15 @@ def run_validation(config: TrainConfig, out: Path) -> dict[str, Any]:
 def _train(
     context: _Context, lr: float | int | None, *, resume: bool, validation: bool = False
 ) -> dict[str, Any]:
-    from aalr.harness.attacks import AttackConfig, attack, robust_accuracy
+    from aalr.harness.attacks import attack, robust_accuracy
     from aalr.harness.augment import augment_for
-    from aalr.harness.data import load_dataset, split_validation
+    from aalr.harness.data import split_validation
     from aalr.harness.methods import build_method
     from aalr.harness.models import build_model, default_model_for
 
     config, device, out = context.config, context.device, context.out
     seed_everything(config.seed)
-    with distributed.local_main_first():  # one download or cache write per node
-        ds = load_dataset(config.dataset, config.data_dir)
+    ds = context.dataset if context.dataset is not None else _load_data(config)
     if config.train_subset is not None and config.train_subset < len(ds.x_train):
         ds = dataclasses.replace(
             ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
@@ -752,33 +883,28 @@ def _train(
     wall_before = 0.0
     status = STATUS_FINISHED
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        method.load_state_dict(checkpoint["method"])
-        generator.set_state(checkpoint["generator"])
-        if "device_generator" in checkpoint and device.type == "cpu":
-            device_generator.set_state(checkpoint["device_generator"])
-        _set_rng_state(checkpoint["rng"])
-        rows = [dict(r) for r in checkpoint["rows"]]
-        start_epoch = int(checkpoint["epoch"])
-        wall_before = float(checkpoint["wall_seconds"])
-        status = str(checkpoint["status"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+            method.load_state_dict(checkpoint["method"])
+            generator.set_state(checkpoint["generator"])
+            if "device_generator" in checkpoint and device.type == "cpu":
+                device_generator.set_state(checkpoint["device_generator"])
+            _set_rng_state(checkpoint["rng"])
+            rows = [dict(r) for r in checkpoint["rows"]]
+            start_epoch = int(checkpoint["epoch"])
+            wall_before = float(checkpoint["wall_seconds"])
+            status = str(checkpoint["status"])
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+            raise RunError(
+                f"the checkpoint in {str(out)!r} does not fit this run's model and method "
+                f"({_short_error(error)}); use --force to start the run over"
+            ) from error
+        if not 0 <= start_epoch <= config.epochs:
+            raise RunError(f"the checkpoint in {str(out)!r} is at epoch {start_epoch} of {config.epochs}")
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
     train_model = _data_parallel(model, device)
-    eval_attacks = []
-    if config.adversarial:
-        eval_attacks = [
-            ("fgsm_acc", AttackConfig(kind="fgsm", epsilon=config.epsilon)),
-            (
-                "pgd_acc",
-                AttackConfig(
-                    kind="pgd",
-                    epsilon=config.epsilon,
-                    alpha=config.alpha or config.epsilon / 4,
-                    steps=config.eval_pgd_steps,
-                ),
-            ),
-        ]
+    eval_attacks = evaluation_attacks(config) if config.adversarial else []
 
     def evaluation_weights() -> None:
         method.eval_mode()
