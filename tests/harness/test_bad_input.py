@@ -138,10 +138,11 @@ def below_one() -> st.SearchStrategy[int]:
 # needed for the value to be looked at (epsilon, alpha and steps are an attack's settings).
 CONFIG_CASES: dict[str, tuple[st.SearchStrategy[Any], dict[str, Any]]] = {}
 NOT_AN_INT = st.one_of(FLOAT, NOT_A_NUMBER, st.booleans(), st.lists(st.integers(1, 9), max_size=2))
+TOO_BIG = st.integers(min_value=2**31, max_value=10**30)  # more than any count torch takes
 for _name in ("epochs", "batch_size", "robust_every", "eval_pgd_steps"):
-    CONFIG_CASES[_name] = (st.one_of(below_one(), NOT_AN_INT, st.none()), {})
+    CONFIG_CASES[_name] = (st.one_of(below_one(), TOO_BIG, NOT_AN_INT, st.none()), {})
 for _name in ("train_subset", "robust_samples"):  # None means "all"
-    CONFIG_CASES[_name] = (st.one_of(below_one(), NOT_AN_INT), {})
+    CONFIG_CASES[_name] = (st.one_of(below_one(), TOO_BIG, NOT_AN_INT), {})
 CONFIG_CASES["seed"] = (st.one_of(st.integers(-(10**9), -1), NOT_AN_INT, st.none()), {})
 CONFIG_CASES["cutout"] = (st.one_of(st.integers(-(10**9), -1), NOT_AN_INT, st.none()), {})
 NOT_A_FLOAT = st.one_of(NOT_A_NUMBER, st.lists(st.floats(0.1, 0.9), min_size=1, max_size=2))

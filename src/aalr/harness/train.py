@@ -105,9 +105,14 @@ class TrainConfig:
 
 
 # -- validation ----------------------------------------------------------------------------------
+MAX_COUNT = 2**31 - 1  # torch indexes and sizes with 64-bit ints, but some kernels take 32-bit counts
+
+
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise RunError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > MAX_COUNT:
+        raise RunError(f"{name} must be an integer in [1, {MAX_COUNT}], got {value!r}")
 
 
 def _check_lr(value: object) -> None:
