@@ -18,6 +18,7 @@ Variants (all with rollback in phase 2 and the budget finish, as aalr-plus):
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown {name}(s) {unknown}; choose from {list(known)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    commits: dict[str, int] = {}
     print("| variant | " + " | ".join(tasks) + " |")
     print("| --- |" + " --- |" * len(tasks))
     for variant in variants:
@@ -84,10 +86,17 @@ def main() -> None:
                     "device": "cpu",
                     "method_args": options_for(variant, TASKS[task]["epochs"]),
                 }
-                summary = run(config, Path(args.out) / variant / task / f"seed{seed}", resume=True)
+                run_dir = Path(args.out) / variant / task / f"seed{seed}"
+                summary = run(config, run_dir, resume=True)
                 accs.append(100 * float(summary["final_test_acc"]))
+                commit = json.loads((run_dir / "config.json").read_text()).get("git_commit") or "unknown"
+                commits[commit[:7]] = commits.get(commit[:7], 0) + 1
             cells.append(f"{statistics.fmean(accs):.2f} ({min(accs):.1f})")
         print(f"| {variant} | " + " | ".join(cells) + " |", flush=True)
+    # Finished runs are reused, whatever code made them: say which commits the numbers come from, so a
+    # table is never quietly made of runs from before a change to the rules.
+    made = ", ".join(f"{commit} ({count} runs)" for commit, count in commits.items())
+    print(f"\nruns made at commit(s): {made}" + ("" if len(commits) == 1 else "  <- more than one: re-run?"))
 
 
 if __name__ == "__main__":

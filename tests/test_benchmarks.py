@@ -65,6 +65,8 @@ def test_aalr_plus_variants_runs_and_refuses_unknown_names(tmp_path):
     ).stdout
     rows = [line for line in out.splitlines() if line.startswith(("| rollback", "| restart"))]
     assert len(rows) == 2
+    made = [line for line in out.splitlines() if line.startswith("runs made at commit(s): ")]
+    assert len(made) == 1 and made[0].endswith("(2 runs)")  # one commit made both runs
     config = json.loads((tmp_path / "restart-short" / "m30" / "seed0" / "config.json").read_text())
     assert config["method_args"] == {"phase1_failure": "restart", "phase1_patience": 3}  # 30 epochs // 10
     bad = subprocess.run(
