@@ -118,6 +118,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from aalr.harness import distributed
     from aalr.harness.train import run
 
+    if args.resume and not (Path(args.out) / "config.json").exists() and distributed.is_main():
+        print(
+            f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
+            file=sys.stderr,
+        )
     try:
         summary = run(_train_config(args), Path(args.out), resume=args.resume, force=args.force)
         if not distributed.is_main():

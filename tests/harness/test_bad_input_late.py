@@ -155,3 +155,15 @@ def test_force_that_succeeds_replaces_the_old_run_and_keeps_no_backup(tmp_path: 
     assert json.loads((out / "config.json").read_text())["seed"] == 5 != old_config["seed"]
     assert json.loads((out / "summary.json").read_text())["seed"] == 5
     assert not (out / train.REPLACED).exists()
+
+
+def test_a_missing_data_dir_and_a_resume_with_nothing_to_resume_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aalr.harness.data import load_dataset
+
+    missing = tmp_path / "no-such-dir"
+    load_dataset("digits", missing)
+    assert f"data dir '{missing}' does not exist" in caplog.text
+    code, err = run_cli(["train", *TINY, "--out", str(tmp_path / "fresh"), "--resume"])
+    assert code == 0 and "--resume: no run in" in err and "starting a new one" in err

@@ -15,6 +15,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import logging
 import math
 import os
 import random
@@ -31,6 +32,8 @@ from typing import IO, TypeAlias, TypeVar
 
 import numpy as np
 import torch
+
+log = logging.getLogger("aalr.data")
 
 DATASETS: tuple[str, ...] = ("mnist1d", "digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
@@ -129,6 +132,13 @@ def load_dataset(
     files cannot be had, ValueError for an unknown name or a malformed file.
     """
     key = _canonical_name(name)
+    if data_dir is not None and not Path(data_dir).is_dir():  # a typo would otherwise go unnoticed
+        log.warning(
+            "data dir %r does not exist: no %s files are read from it (a download or cache would be written "
+            "there)",
+            str(data_dir),
+            key,
+        )
     x_train, y_train, x_test, y_test = _LOADERS[key](data_dir, download)
     mean, std = _channel_stats(x_train)
     dataset = Dataset(
