@@ -3,28 +3,16 @@ output directory left with a config.json, or --force having deleted the run it w
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from test_bad_input import run_cli  # the same in-process CLI helper (tests/harness is on sys.path)
 
-from aalr.cli import main
 from aalr.harness import train
 
 TINY = ["--epochs", "1", "--train-subset", "64", "--no-progress"]
-
-
-def run_cli(argv: list[str]) -> tuple[int | str | None, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code: int | str | None = main(argv)
-        except SystemExit as error:
-            code = error.code
-    return code, err.getvalue()
 
 
 def files(directory: Path) -> dict[str, bytes]:
