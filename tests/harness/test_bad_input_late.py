@@ -155,3 +155,18 @@ def test_a_missing_data_dir_and_a_resume_with_nothing_to_resume_are_said(
     assert f"data dir '{missing}' does not exist" in caplog.text
     code, err = run_cli(["train", *TINY, "--out", str(tmp_path / "fresh"), "--resume"])
     assert code == 0 and "--resume: no run in" in err and "starting a new one" in err
+
+
+def test_a_finished_run_is_returned_without_loading_its_data(
+    finished: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a resumed suite skips its finished runs: each must cost a look at summary.json, not a data load
+    def no_load(config: object) -> None:
+        raise AssertionError("the data were loaded for a finished run")
+
+    monkeypatch.setattr(train, "_load_data", no_load)
+    config = json.loads((finished / "config.json").read_text())
+    summary = train.run(
+        {k: config[k] for k in train.saved_settings(train.TrainConfig())}, finished, resume=True
+    )
+    assert summary == json.loads((finished / "summary.json").read_text())

@@ -489,20 +489,18 @@ def prepare_out_dir(
     resume: bool,
     force: bool,
     validation: bool = False,
-    act: bool = True,
 ) -> bool:
     """Check the directory before training; return True when it holds a run to resume.
 
     Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over). ``act=False`` only checks: nothing is moved.
+    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
+    :func:`run` deletes once the new run has a checkpoint, or moves back if it fails before one).
     """
     config_path = out / "config.json"
     check_writable(out)
     if not config_path.exists():
         return False
     if force:
-        if not act:
-            return False
         backup = out / REPLACED
         shutil.rmtree(backup, ignore_errors=True)
         backup.mkdir()
@@ -534,9 +532,8 @@ def prepare_out_dir(
     if differences:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
         raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
-    if act:
-        for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
-            stale.unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+        stale.unlink(missing_ok=True)
     return True
 
 
@@ -673,15 +670,13 @@ def run(
     out = Path(out)
     if launch is not None:
         distributed.init_process_group(*launch)
-    # The output directory is checked first (fast), the data loaded next, and only then is anything
-    # in the directory changed: a bad data file leaves it as it was, even with --force.
-    _rank0_decides(lambda: {"resuming": prepare_out_dir(out, config, resume=resume, force=force, act=False)})
-    dataset = _load_data(config)
-
     resuming, finished = _resume_state(out, config, resume=resume, force=force)
     if finished is not None:
-        return finished
+        return finished  # a finished run costs no data load
     try:
+        # loaded once for the run and its grid's validation runs; a missing or malformed file fails
+        # here and the directory is put back as it was (below), even with --force
+        dataset = _load_data(config)
         return _run_in(out, config, launch, dataset, resuming)
     except BaseException:
         if distributed.is_main():
