@@ -563,3 +563,5 @@ def test_integral_settings_of_any_type_are_accepted_as_ints():
     assert type(config.phase1_patience) is int and type(config.total_epochs) is int
     with pytest.raises(ValueError, match="initial_loss must fit in a float"):
         AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=10**400)
+    with pytest.raises(ValueError, match="initial_loss must fit in a float, got an int of 401 digits"):
+        aalr.AALRPolicy(initial_loss=10**400)  # the policy alone says the same

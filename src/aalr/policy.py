@@ -131,16 +131,26 @@ class Decision:
     lr_scale: float = 1.0
 
 
+def is_finite_real(value: object) -> bool:
+    """A real number (not a bool) that is finite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def real_as_float(value: numbers.Real, name: str) -> float:
+    """``float(value)``, with an int too large for a float reported as a ValueError naming ``name``."""
+    try:
+        return float(value)
+    except OverflowError as error:
+        raise ValueError(f"{name} must fit in a float, got an int of {len(str(value))} digits") from error
+
+
 def check_loss_value(initial_loss: object, name: str = "initial_loss") -> float | None:
     """Validate an optional finite real number (bools and strings are refused)."""
     if initial_loss is None:
         return None
     if isinstance(initial_loss, bool) or not isinstance(initial_loss, numbers.Real):
         raise TypeError(f"{name} must be a finite real number or None, got {initial_loss!r}")
-    try:
-        value = float(initial_loss)
-    except OverflowError as error:  # an int too large for a float
-        raise ValueError(f"{name} must be finite (the loss of the initial model), got a huge int") from error
+    value = real_as_float(initial_loss, name)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite (the loss of the initial model), got {value}")
     return value
@@ -410,10 +420,7 @@ def _check_policy_state(state: dict[str, Any]) -> None:
     if state["finish_epoch"] is not None and not is_int(state["finish_epoch"], 1):
         raise bad("finish_epoch", "None or an int >= 1")
     for key in ("initial_loss", "best"):
-        value = state[key]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-        ):
+        if state[key] is not None and not is_finite_real(state[key]):
             raise bad(key, "None or a finite number")
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aalr.policy import AALRConfig, AALRPolicy, check_loss_value
+from aalr.policy import AALRConfig, AALRPolicy, check_loss_value, is_finite_real, real_as_float
 from aalr.snapshot import DirectorySnapshots, MemorySnapshots, SnapshotStore, cpu_copy, state_nbytes
 
 logger = logging.getLogger("aalr")
@@ -39,14 +39,7 @@ def as_loss(value: object, name: str = "loss") -> float:
         raise TypeError(
             f"{name} must be a float, an int or a 0-d tensor, got {type(value).__name__}: {value!r}"
         )
-    try:
-        return float(value)
-    except OverflowError as error:  # an int too large for a float
-        raise ValueError(f"{name} must fit in a float, got an int of {len(str(value))} digits") from error
-
-
-def _finite_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return real_as_float(value, name)
 
 
 def _set_group_lr(group: dict[str, Any], lr: float) -> None:
@@ -289,7 +282,7 @@ class AALR:
         if missing:
             raise ValueError(f"AALR state is missing keys {missing}; have {sorted(state)}")
         ratios = state["lr_ratios"]
-        if not isinstance(ratios, list | tuple) or not all(_finite_real(r) and r >= 0 for r in ratios):
+        if not isinstance(ratios, list | tuple) or not all(is_finite_real(r) and r >= 0 for r in ratios):
             raise ValueError(f"AALR state: lr_ratios must be a list of finite numbers >= 0, got {ratios!r}")
         ratios = [float(r) for r in ratios]
         if len(ratios) != len(self.optimizer.param_groups):
@@ -298,7 +291,7 @@ class AALR:
                 f"the optimizer has {len(self.optimizer.param_groups)}"
             )
         eta0 = state["eta0"]
-        if not (_finite_real(eta0) and eta0 > 0):
+        if not (is_finite_real(eta0) and eta0 > 0):
             raise ValueError(f"AALR state: eta0 must be a finite number > 0, got {eta0!r}")
         history = state["history"]
         if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
@@ -326,7 +319,7 @@ class AALR:
                 self.policy.config,
             )
         copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
-        self.policy.load_state_dict(state["policy"])  # checked above: cannot fail now
+        self.policy = policy  # the checked copy; nothing can fail from here on
         self.eta0 = float(eta0)
         self.lr_ratios = ratios
         self.history = [dict(record) for record in history]
