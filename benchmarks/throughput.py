@@ -70,12 +70,17 @@ class PerSample(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 class PerSamplePIL(PerSample):
     """The conventional pipeline as torchvision's data sets run it: uint8 -> PIL image -> ToTensor."""
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import numpy as np
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: Augment) -> None:
+        super().__init__(x, y, augment)
+        import numpy
         from PIL import Image  # Pillow comes with matplotlib, a dependency of the harness
 
+        self.np, self.image = numpy, Image  # imported once here, not on every sample of the timed loop
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        np = self.np
         array = self.x[index].permute(1, 2, 0).numpy()  # (H, W, C), as torchvision stores images
-        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        image = self.image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
         back = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).view(array.shape)
         sample = back.permute(2, 0, 1).contiguous().float().div_(255).unsqueeze(0)
         return self.augment(sample)[0], self.y[index]
