@@ -356,6 +356,55 @@ def test_finish_nan_restores_and_halves():
     assert (decisions[4].action, decisions[4].lr_exponent) == ("restore_best", 0)  # NaN: restore, halve
 
 
+def test_finish_steps_starts_on_time_on_a_non_finite_epoch_with_a_checkpoint():
+    # epoch 3 = ceil(0.75*4) is NaN in phase 2: the usual restore-and-halve, and the finish starts there
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_patience=1, total_epochs=4))
+    decisions = [policy.step(x) for x in [*PHASE2_START, 1.9, NAN]]
+    assert (decisions[2].action, decisions[2].lr_exponent, decisions[2].lr_scale) == ("restore_best", 0, 0.1)
+    assert policy.finish_epoch == 3 and "AALR+ finish" in decisions[2].reason
+    assert policy.best == 2.0  # the restored checkpoint's loss
+    decisions.append(policy.step(1.7))
+    assert (decisions[3].action, decisions[3].lr_exponent, decisions[3].lr_scale) == ("save_best", 0, 0.01)
+
+
+def test_finish_waits_for_a_finite_epoch_without_a_checkpoint():
+    # phase 1 with restarts has no checkpoint: a NaN at the milestone restarts first; the next finite
+    # epoch starts the finish (checkpointing the current weights)
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(total_epochs=4))
+    decisions = [policy.step(x) for x in [2.2, 2.1, NAN, 2.25]]
+    assert (decisions[2].action, decisions[2].lr_scale) == ("restore_initial", 1.0)
+    assert (decisions[3].action, decisions[3].lr_exponent, decisions[3].lr_scale) == ("save_best", -1, 0.01)
+    assert policy.finish_epoch == 4 and policy.best == 2.25
+
+
+def test_finish_linear_starts_in_phase1_when_phase1_would_outlast_the_budget():
+    # budget 5, phase 1 needs 10 stable epochs: epoch 1 + 9 >= 5, so the decay starts at once
+    config = AALRConfig(total_epochs=5, finish="linear", phase1_failure="rollback")
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    decisions = [policy.step(x) for x in [2.2, 2.1, 2.15, 2.0, 1.9]]
+    assert policy.finish_epoch == 1 and policy.phase == 1
+    assert [(d.action, d.lr_exponent, d.lr_scale) for d in decisions] == [
+        ("save_best", 0, 0.8),  # (5 - 1) / (5 - 1 + 1)
+        ("save_best", 0, 0.6),
+        ("none", 0, 0.4),  # a rise in the finish is no phase-1 failure: no restart, no halving
+        ("save_best", 0, 0.2),
+        ("save_best", 0, 0.0),
+    ]
+
+
+def test_finish_linear_in_phase1_waits_while_phase1_fits_the_budget():
+    config = AALRConfig(phase1_patience=3, total_epochs=8, finish="linear")
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    decisions = [policy.step(x) for x in [2.2, 2.1]]
+    assert policy.finish_epoch is None and all(d.lr_scale == 1.0 for d in decisions)
+    decisions.append(policy.step(2.4))  # a failure at epoch 3: restart; 3 more stable epochs end at 6 < 8
+    assert policy.finish_epoch is None and decisions[-1].action == "restore_initial"
+    decisions += [policy.step(x) for x in [2.2, 2.1]]  # epoch 5: 5 + 1 >= 8? no
+    assert policy.finish_epoch is None
+    decisions.append(policy.step(2.3))  # epoch 6 fails again: 6 + 3 >= 8, the finish starts
+    assert policy.finish_epoch == 6 and decisions[-1].action == "save_best"
+
+
 def test_finish_starts_in_phase1_with_a_checkpoint():
     policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(total_epochs=4))
     decisions = [policy.step(x) for x in [2.2, 2.1, 2.0, 1.9]]

@@ -28,10 +28,13 @@ AALR+ (``total_epochs`` given; our addition): a finish that uses the budget, sin
 knows nothing of how many epochs remain and a short run often stops in a high-LR window.
 ``finish="steps"``: at 75 % of the epochs restore the best checkpoint unless the current loss is
 better (then it becomes the checkpoint), multiply the LR by 0.1, stop exploring, and multiply by
-0.1 again at 90 %. ``finish="linear"``: once the phase-2 window in progress would not end before
-the budget does, do the same restore-unless-better and decay the LR linearly towards zero over the
-epochs that remain (no constant but the budget). A non-finite loss during the finish still
-restores the best checkpoint and halves.
+0.1 again at 90 %. ``finish="linear"``: once the phase-2 window in progress (in phase 1: the
+stable epochs still needed) would not end before the budget does, do the same restore-unless-better
+and decay the LR linearly towards zero over the epochs that remain (no constant but the budget).
+If the finish falls on a non-finite epoch, it still starts there when a checkpoint exists: the
+epoch's restore-and-halve happens and the finish's factor applies on top (without a checkpoint,
+phase 1 restarts and the finish starts on the next finite epoch). A non-finite loss during the
+finish still restores the best checkpoint and halves.
 
 ``phase1_failure="rollback"`` (our addition; AALR+ in the harness uses it): a phase-1 failure
 after a stable epoch restores the last stable epoch's checkpoint, halves the LR and starts phase 2
@@ -228,24 +231,37 @@ class AALRPolicy:
             decision = self._phase1(loss)
         else:
             decision = self._phase2(loss)
-        if self.finish_epoch is None and self._finish_due(loss):
+        if self.finish_epoch is None and self._finish_due(loss, decision):
             decision = self._start_finish(loss, decision, doubled=self.lr_exponent > exponent_before)
         return Decision(decision.action, decision.lr_exponent, decision.reason, self.lr_scale)
 
     # -- AALR+ ---------------------------------------------------------------------------------
-    def _finish_due(self, loss: float) -> bool:
+    def _finish_due(self, loss: float, decision: Decision) -> bool:
         total = self.config.total_epochs
-        if total is None or not math.isfinite(loss):  # a non-finite epoch is handled first
+        if total is None:
+            return False
+        if not math.isfinite(loss) and decision.action != "restore_best":
+            # a non-finite epoch with no checkpoint to go back to restarts from the initial weights
+            # first; the finish then starts on the next finite epoch. With a checkpoint, the finish
+            # starts on time, from the restored checkpoint and the halved LR
             return False
         if self.config.finish == "steps":
             return self.epoch >= _milestone(total, FINISH_STEPS[0][0])
-        # "linear": once the window in progress (or the one just begun) would not end before the budget
-        remaining_in_window = self.window_length - self.window_epoch
-        return self.phase == 2 and self.epoch < total and self.epoch + remaining_in_window >= total
+        # "linear": once the window in progress (or the one just begun) would not end before the budget;
+        # in phase 1 the window is the rest of the stable epochs it needs
+        if self.phase == 2:
+            remaining = self.window_length - self.window_epoch
+        else:
+            remaining = self.config.phase1_patience - self.stable_epochs
+        return self.epoch < total and self.epoch + remaining >= total
 
     def _start_finish(self, loss: float, decision: Decision, *, doubled: bool) -> Decision:
         self.finish_epoch = self.epoch
         why = f"AALR+ finish ({self.config.finish}) at epoch {self.epoch}/{self.config.total_epochs}"
+        if not math.isfinite(loss):  # _finish_due: only with a checkpoint, which the decision restores
+            return Decision(
+                "restore_best", self.lr_exponent, f"{why}: loss not finite; restore the best checkpoint"
+            )
         if decision.action == "save_best":
             if doubled:
                 self.lr_exponent -= 1  # take back the doubling: decay from the LR that just improved
