@@ -7,13 +7,15 @@ rates.
 
 - ours: the data stay on the device as uint8 tensors; each batch is indexed from a shuffled order,
   becomes float there, and is augmented as a whole batch (aalr.harness.augment); on CUDA also bf16
-  autocast and channels_last (what aalr.harness.train does).
+  autocast and channels_last (what aalr.harness.train does; ``--channels-last`` also on the CPU, as
+  the harness's ``--channels-last``).
 - bound: the model step alone, on one batch made before the clock starts, as many steps as an epoch
   (same precision and memory format as ours). No loop that feeds data can beat it, so bound /
   conventional is the most any data pipeline could gain over the conventional one on this machine.
 - conventional, tensor: a torch DataLoader over the uint8 data with per-sample transforms (to float,
   the same augmentation applied one sample at a time), ``--workers`` worker processes (default 2),
-  pinned memory and a host-to-device copy per batch on CUDA, fp32.
+  pinned memory and a host-to-device copy per batch on CUDA, fp32, the model in PyTorch's default
+  (contiguous) memory format, as such a loop is usually written.
 - conventional, PIL: the same, but each sample makes the round trip torchvision's data sets make
   (``torchvision.datasets.FashionMNIST``/``CIFAR10`` with ``transforms.ToTensor()``): a PIL image from
   the uint8 array, then back to a float tensor in [0, 1]. Written here without torchvision, which this
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import time
 from typing import Any
@@ -107,22 +110,29 @@ def ours(
     batch_size: int,
     generator: torch.Generator,
     bf16: bool,
+    channels_last: bool,
 ) -> int:
     model.train()
     for index in torch.randperm(len(x), generator=generator).to(x.device).split(batch_size):
         xb = augment(x[index].float().div_(255))
-        if x.device.type == "cuda":
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         _step(model, optimizer, xb, y[index], bf16)
     return len(x)
 
 
 def bound(
-    model: torch.nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, bf16: bool
+    model: torch.nn.Module,
+    optimizer: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    bf16: bool,
+    channels_last: bool,
 ) -> int:
     model.train()
     xb, yb = x[:batch_size].float().div_(255), y[:batch_size]
-    if x.device.type == "cuda":
+    if channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
     steps = len(x) // batch_size
     for _ in range(steps):
@@ -176,6 +186,12 @@ def main() -> None:
         "CPU; this shows what lower precision would buy, against the fp32 conventional loops)",
     )
     parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="on the CPU, run ours and the bound in channels_last memory format (the harness's "
+        "--channels-last; on CUDA it is always on); the DataLoader loops keep the default format",
+    )
+    parser.add_argument(
         "--loops",
         default=",".join(LOOPS),
         help=f"comma-separated, from {', '.join(LOOPS)} (ours always runs); the PIL loop needs Pillow",
@@ -195,13 +211,17 @@ def main() -> None:
         parser.error(f"--samples ({args.samples}) must be at least --batch-size ({args.batch_size})")
     device = torch.device(args.device)
     bf16 = device.type == "cuda" or args.cpu_bf16
+    channels_last = device.type == "cuda" or args.channels_last
     x, y, augment = load(args.data, args.samples, args.random_erasing)
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), mean=None, std=None).to(
         device
     )
-    if device.type == "cuda":
+    # the DataLoader loops train their own copy in the default memory format (same weights at the start)
+    plain = copy.deepcopy(model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    plain_optimizer = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
     x_dev, y_dev = x.to(device), y.to(device)
     loaders = {
         name: DataLoader(
@@ -217,7 +237,9 @@ def main() -> None:
     }
     generator = torch.Generator().manual_seed(0)
     warm = 2 * args.batch_size
-    ours(model, optimizer, x_dev[:warm], y_dev[:warm], augment, args.batch_size, generator, bf16)
+    ours(
+        model, optimizer, x_dev[:warm], y_dev[:warm], augment, args.batch_size, generator, bf16, channels_last
+    )
     rates: dict[str, list[float]] = {name: [] for name in loops}
     for repeat in range(args.repeats):
         order = loops if repeat % 2 == 0 else loops[::-1]
@@ -225,16 +247,20 @@ def main() -> None:
             sync(device)
             start = time.perf_counter()
             if name == "ours":
-                seen = ours(model, optimizer, x_dev, y_dev, augment, args.batch_size, generator, bf16)
+                seen = ours(
+                    model, optimizer, x_dev, y_dev, augment, args.batch_size, generator, bf16, channels_last
+                )
             elif name == "bound":
-                seen = bound(model, optimizer, x_dev, y_dev, args.batch_size, bf16)
+                seen = bound(model, optimizer, x_dev, y_dev, args.batch_size, bf16, channels_last)
             else:
-                seen = conventional(model, optimizer, loaders[name], device)
+                seen = conventional(plain, plain_optimizer, loaders[name], device)
             sync(device)
             rates[name].append(seen / (time.perf_counter() - start))
     rate = {name: statistics.median(values) for name, values in rates.items()}
     commit = git_commit()[:7]
     precision = "bf16 autocast for ours and the bound, fp32 for the DataLoader loops" if bf16 else "fp32"
+    if channels_last:
+        precision += ", channels_last for ours and the bound, contiguous for the DataLoader loops"
     lines = [
         f"throughput, commit {commit or 'unknown'}, torch {torch.__version__}, device {device}, "
         f"model {args.model}, data {args.data}, random erasing {args.random_erasing:g}, "

@@ -345,3 +345,47 @@ def test_schedulefree_refreshes_batchnorm_once_an_epoch(tmp_path, monkeypatch, m
     monkeypatch.setattr(train_module, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
     run({**FAST, "epochs": 2, "method": method, "loss_pass": loss_pass}, tmp_path / method)
     assert seen == [512] * calls  # once an epoch (also with the full loss pass), on the run's training data
+
+
+DIGITS_CNN = {
+    "dataset": "digits", "model": "fmnist-cnn", "model_options": {"width": 0.25}, "epochs": 2,
+    "batch_size": 64, "method": "aalr", "progress": False, "device": "cpu",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("channels_last", "expected"), [(None, False), (True, True), (False, False)])
+def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channels_last, expected):
+    seen = []
+    real_evaluate = train_module.evaluate
+
+    def spy(model, x, y, prepare, *args, **kwargs):
+        # a weight with one input channel is contiguous in both layouts: look at the second convolution
+        conv = next(p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1)
+        seen.append(conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous())
+        return real_evaluate(model, x, y, prepare, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", spy)
+    run({**DIGITS_CNN, "channels_last": channels_last}, tmp_path / "r")
+    assert seen and all(s == expected for s in seen)
+
+
+def test_channels_last_changes_speed_not_the_run(tmp_path):
+    # the same run in both layouts: same decisions, and losses equal up to float rounding
+    plain = run({**DIGITS_CNN, "channels_last": False}, tmp_path / "plain")
+    fast = run({**DIGITS_CNN, "channels_last": True}, tmp_path / "fast")
+    assert plain["lr_trajectory"] == fast["lr_trajectory"]
+    for a, b in zip(metrics(tmp_path / "plain"), metrics(tmp_path / "fast"), strict=True):
+        assert a["action"] == b["action"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert abs(plain["final_test_acc"] - fast["final_test_acc"]) <= 0.01
+
+
+def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
+    out = tmp_path / "r"
+    run({**DIGITS_CNN, "epochs": 1}, out)
+    run({**DIGITS_CNN, "epochs": 1, "channels_last": True}, out, resume=True)  # how, not what: allowed
+    with pytest.raises(RunError, match=r"channels_last must be true, false or null \(auto\), got 'yes'"):
+        train_module.validate(TrainConfig(**{**DIGITS_CNN, "channels_last": "yes"}))
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--channels-last", "--out"]
+    assert main([*argv, str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
