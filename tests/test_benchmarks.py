@@ -108,13 +108,14 @@ def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
     assert "| ours" in some and "| conventional, tensor" in some and "PIL" not in some
     assert "ratio ours / conventional:" in some and "ceiling" not in some
     layout = subprocess.run(
-        [sys.executable, script, *args, "--loops", "bound,tensor", "--channels-last"],
+        [sys.executable, script, *args, "--loops", "bound,bound-default,tensor", "--channels-last"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert "channels_last for ours and the bound, contiguous for the DataLoader loops" in layout
-    assert "ours reaches" in layout
+    assert "ours reaches" in layout and "channels_last / default memory format, model step alone: " in layout
+    assert "| model step alone, default memory format" in layout
     unknown = subprocess.run(
         [sys.executable, script, *args, "--loops", "ours,dali"], capture_output=True, text=True, check=False
     )
