@@ -3,11 +3,13 @@ checkpoints resume exactly (loaded with weights_only=True), bad settings fail cl
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import math
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -33,11 +35,17 @@ EPOCHS = 16
 class Tiny(pl.LightningModule):
     """A 3-class MLP on 64 fixed samples; keeps its own per-epoch mean loss to check what was logged."""
 
-    def __init__(self, lr: float = 4.0, metric: str = "train_loss", rank_skew: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 4.0,
+        metric: str | None = "train_loss",
+        rank_skew: float = 0.0,
+        on_epoch: bool = True,
+    ) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-        self.lr, self.metric, self.rank_skew = lr, metric, rank_skew
+        self.lr, self.metric, self.rank_skew, self.on_epoch = lr, metric, rank_skew, on_epoch
         self.sums: list[list[float]] = []
 
     def training_step(self, batch, batch_idx):
@@ -50,7 +58,10 @@ class Tiny(pl.LightningModule):
             self.sums[-1][1] += len(x)
         # rank_skew: under DDP each rank logs a different value (no sync_dist): the tuner must agree
         logged = loss * (1 + self.rank_skew * (2 * self.global_rank - 1))
-        self.log(self.metric, logged, on_step=False, on_epoch=True, batch_size=len(x))
+        if self.metric is not None:  # on_epoch=False: logged per step only (the last batch's value)
+            self.log(
+                self.metric, logged, on_step=not self.on_epoch, on_epoch=self.on_epoch, batch_size=len(x)
+            )
         return loss
 
     def epoch_means(self) -> list[float]:
@@ -143,6 +154,34 @@ def test_lr_follows_the_rules_for_the_logged_losses():
             assert_same_state(probe.weights[epoch], best)
 
 
+@pytest.mark.parametrize(
+    "module",
+    [Tiny(metric=None), Tiny(on_epoch=False)],
+    ids=["nothing-logged", "logged-per-step-only"],
+)
+def test_the_default_steps_on_the_mean_of_training_steps_losses_whatever_is_logged(module):
+    callback = AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [callback], epochs=6)
+    assert [r["loss"] for r in callback.tuner.history] == pytest.approx(module.epoch_means(), rel=1e-6)
+
+
+def test_a_monitored_metric_logged_per_step_only_is_the_last_batch():
+    # why monitor=None is the default: Lightning keeps only the last step's value of such a metric
+    module, callback = Tiny(lr=0.5, on_epoch=False), AALRCallback(monitor="train_loss", **SETTINGS)
+    fit(module, [callback], epochs=3)
+    losses = [r["loss"] for r in callback.tuner.history]
+    assert all(
+        loss != pytest.approx(mean, rel=1e-3) for loss, mean in zip(losses, module.epoch_means(), strict=True)
+    )
+
+
+def test_gradient_accumulation_does_not_shrink_the_epoch_loss():
+    # Lightning hands callbacks the loss divided by accumulate_grad_batches; the callback undoes that
+    module, callback = Tiny(lr=1.0, metric=None), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [callback], epochs=4, accumulate_grad_batches=2)
+    assert [r["loss"] for r in callback.tuner.history] == pytest.approx(module.epoch_means(), rel=1e-6)
+
+
 def test_restores_bring_back_weights_and_optimizer_exactly():
     """Two phase-1 restarts from eta0=4 leave the run at LR 1 with the initial weights and a fresh
     optimizer: from there it must repeat, bit for bit, a run that started at LR 1."""
@@ -221,12 +260,17 @@ class WithScheduler(Tiny):
 @pytest.mark.parametrize(
     "module, callback, match",
     [
-        (Tiny(metric="loss"), AALRCallback(), r"'train_loss' is not among the logged metrics \['loss'\]"),
+        (
+            Tiny(metric="loss"),
+            AALRCallback(monitor="train_loss"),
+            r"'train_loss' is not among the logged metrics \['loss'\]",
+        ),
+        (Manual(), AALRCallback(), "training_step returned no loss this epoch"),
         (TwoOptimizers(), AALRCallback(), "tunes one optimizer; configure_optimizers returned 2"),
         (WithScheduler(), AALRCallback(), r"LR schedulers \['StepLR'\]"),
         (Manual(), AALRCallback(compute_initial_loss=True), "needs automatic optimization"),
     ],
-    ids=["missing-metric", "two-optimizers", "scheduler", "manual-optimization"],
+    ids=["missing-metric", "manual-no-loss", "two-optimizers", "scheduler", "manual-optimization"],
 )
 def test_bad_setups_fail_with_a_clear_error(module, callback, match):
     with pytest.raises(ValueError, match=match):
@@ -236,8 +280,8 @@ def test_bad_setups_fail_with_a_clear_error(module, callback, match):
 @pytest.mark.parametrize(
     "options, error, match",
     [
-        ({"monitor": ""}, TypeError, "monitor must be the name of a logged metric"),
-        ({"monitor": 3}, TypeError, "monitor must be the name"),
+        ({"monitor": ""}, TypeError, "monitor must be None .* or the name of a logged metric"),
+        ({"monitor": 3}, TypeError, "monitor must be None .*, got 3"),
         ({"initial_loss": float("nan")}, ValueError, "initial_loss must be finite"),
         ({"initial_loss": 1.0, "compute_initial_loss": True}, ValueError, "not both"),
         ({"compute_initial_loss": "yes"}, TypeError, "compute_initial_loss must be True or False"),
@@ -269,6 +313,44 @@ def test_total_epochs_max_epochs_needs_a_finite_budget():
     callback = AALRCallback(total_epochs="max_epochs")
     with pytest.raises(ValueError, match=r"needs the Trainer's max_epochs >= 1, got -1"):
         fit(Tiny(), [callback], epochs=-1, max_steps=2)
+
+
+class GrabMidEpoch(pl.Callback):
+    """Takes the AALR callback's state after the second batch of the second epoch."""
+
+    def __init__(self, callback: AALRCallback) -> None:
+        self.callback, self.state = callback, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            self.state = self.callback.state_dict()
+
+
+def test_a_mid_epoch_state_carries_the_epochs_loss_so_far(tmp_path):
+    module, callback = Tiny(lr=1.0, metric=None), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    grab = GrabMidEpoch(callback)
+    fit(module, [callback, grab], epochs=2)
+    totals, epoch = grab.state["epoch_loss_totals"], grab.state["epoch_loss_epoch"]
+    assert epoch == 1 and totals[1] == 32  # two batches of 16
+    torch.save(grab.state, tmp_path / "mid.pt")
+    fresh = AALRCallback(**SETTINGS)
+    fresh.load_state_dict(torch.load(tmp_path / "mid.pt", weights_only=True))
+    assert fresh.state_dict()["epoch_loss_totals"] == totals
+    # the sum goes on in the epoch it belongs to, and is dropped in any other
+    trainer = types.SimpleNamespace(current_epoch=1, accumulate_grad_batches=1)
+    batch = (torch.zeros(16, 4), torch.zeros(16, dtype=torch.long))
+    fresh.on_train_batch_end(trainer, module, {"loss": torch.tensor(2.0)}, batch, 2)
+    assert fresh.state_dict()["epoch_loss_totals"] == pytest.approx([totals[0] + 32.0, 48])
+    fresh.load_state_dict(torch.load(tmp_path / "mid.pt", weights_only=True))
+    trainer.current_epoch = 2
+    fresh.on_train_batch_end(trainer, module, {"loss": torch.tensor(2.0)}, batch, 0)
+    assert (
+        fresh.state_dict()["epoch_loss_totals"] == [32.0, 16] and fresh.state_dict()["epoch_loss_epoch"] == 2
+    )
+    with pytest.raises(
+        ValueError, match=r"epoch_loss_totals must be \[loss sum, sample count\], got \[1.0\]"
+    ):
+        fresh.load_state_dict({**grab.state, "epoch_loss_totals": [1.0]})
 
 
 def test_load_state_dict_error():
@@ -310,15 +392,19 @@ class DumpHistory(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         weights = [p.detach().tolist() for p in pl_module.parameters()]
-        record = {"history": self.callback.tuner.history, "weights": weights}
+        record = {"history": self.callback.tuner.history, "weights": weights, "sums": pl_module.sums}
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        trainer.strategy.barrier()  # no rank leaves (closing its gloo links) while the other still writes
+        # Lightning destroys only NCCL process groups at exit; a gloo one torn down by the interpreter's
+        # finalization sometimes aborts the worker ("terminate called without an active exception")
+        atexit.register(torch.distributed.destroy_process_group)
 
 
 @pytest.mark.slow
 def test_ddp_ranks_logging_different_losses_take_the_same_decisions(tmp_path):
     """Two gloo ranks, each logging its own loss (skewed apart, no sync_dist): the tuner averages them,
     so both ranks restore and set LRs alike and end with the same weights."""
-    callback = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    callback = AALRCallback(monitor="train_loss", compute_initial_loss=True, phase1_patience=2)
     fit(
         Tiny(lr=4.0, rank_skew=0.2),
         [callback, DumpHistory(callback, tmp_path)],
@@ -337,3 +423,15 @@ def test_ddp_ranks_logging_different_losses_take_the_same_decisions(tmp_path):
         assert {k: v for k, v in mine.items() if k != "local_loss"} == {
             k: v for k, v in theirs.items() if k != "local_loss"
         }
+
+
+@pytest.mark.slow
+def test_ddp_ranks_step_on_the_mean_loss_over_all_ranks(tmp_path):
+    """monitor=None under DDP: each rank sums its own batches; the tuner sees the mean over both."""
+    callback = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    fit(Tiny(lr=4.0), [callback, DumpHistory(callback, tmp_path)], epochs=4, devices=2, strategy="ddp_spawn")
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["history"] == rank1["history"] and rank0["weights"] == rank1["weights"]
+    for record, (sum0, n0), (sum1, n1) in zip(rank0["history"], rank0["sums"], rank1["sums"], strict=True):
+        assert sum0 / n0 != pytest.approx(sum1 / n1)  # the ranks saw different data
+        assert record["loss"] == pytest.approx((sum0 + sum1) / (n0 + n1), rel=1e-6)

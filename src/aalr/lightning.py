@@ -1,4 +1,4 @@
-"""AALR for Lightning: a callback that steps the tuner on the epoch's logged training loss.
+"""AALR for Lightning: a callback that steps the tuner on the epoch's training loss.
 
 Needs Lightning (``pip install 'aalr[lightning]'``): ``lightning.pytorch``, or ``pytorch_lightning``
 when only that is installed. ``import aalr`` never imports this module.
@@ -8,8 +8,7 @@ Example::
     class Model(lightning.pytorch.LightningModule):
         def training_step(self, batch, batch_idx):
             loss = ...
-            self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-            return loss
+            return loss  # the callback averages these over the epoch; no logging needed
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)  # no LR scheduler
@@ -51,18 +50,29 @@ class AALRCallback(pl.Callback):
 
     The tuner is built when training starts (``on_train_start``: the optimizer exists, and a
     resumed run has its weights and optimizer state back by then) on the LightningModule and its
-    optimizer. At the end of each training epoch it reads the epoch's loss from
-    ``trainer.callback_metrics[monitor]`` and steps; a restore goes through the LightningModule's and
-    the optimizer's ``load_state_dict``, before ``ModelCheckpoint`` saves the epoch.
+    optimizer. At the end of each training epoch it steps on the epoch's training loss; a restore
+    goes through the LightningModule's and the optimizer's ``load_state_dict``, before
+    ``ModelCheckpoint`` saves the epoch.
 
-    Under DDP every rank must take the same decision: log the loss with ``sync_dist=True`` (the
-    tuner also averages the value over ranks, so ranks agree either way). The tuner's state rides in
-    Lightning checkpoints (plain values and tensors: loads with ``weights_only=True``).
+    The epoch's loss is, by default (``monitor=None``), the mean of the losses ``training_step``
+    returned that epoch, weighted by batch size and summed over all ranks (what the harness uses):
+    no logging needed, and nothing to get wrong. Lightning hands callbacks that loss divided by
+    ``accumulate_grad_batches``; the callback multiplies it back. A sum from a checkpoint saved in
+    the middle of an epoch rides in the checkpoint, so such a resume sees the whole epoch. With
+    ``monitor="name"`` it reads ``trainer.callback_metrics[name]`` instead (for manual optimization,
+    or another loss than the one returned); log that metric with ``on_epoch=True``: a metric logged
+    per step only (Lightning's default in training_step) holds the last batch's value, which the
+    callback cannot tell apart.
+
+    Under DDP every rank takes the same decision (the tuner averages the value over ranks). The
+    tuner's state rides in Lightning checkpoints (plain values and tensors: loads with
+    ``weights_only=True``).
 
     Args:
-        monitor: the name of the logged training loss; log it in ``training_step`` with
-            ``on_epoch=True`` (the epoch's sample-weighted mean; pass ``batch_size=`` to ``self.log``
-            when Lightning cannot tell it from the batch).
+        monitor: ``None`` (default): the batch-size-weighted mean of training_step's losses (see
+            above); or the name of a logged training loss, logged with ``on_epoch=True`` (pass
+            ``batch_size=`` to ``self.log`` when Lightning cannot tell it from the batch) and
+            ``sync_dist=True`` under DDP.
         initial_loss: the training loss of the initial model (see :class:`aalr.AALR`); ``None``:
             unknown, unless ``compute_initial_loss``.
         compute_initial_loss: measure it when training starts: one pass over the train dataloader,
@@ -79,7 +89,7 @@ class AALRCallback(pl.Callback):
 
     def __init__(
         self,
-        monitor: str = "train_loss",
+        monitor: str | None = None,
         initial_loss: float | torch.Tensor | None = None,
         *,
         compute_initial_loss: bool = False,
@@ -93,8 +103,11 @@ class AALRCallback(pl.Callback):
         snapshot_dir: str | os.PathLike[str] | None = None,
         sync_distributed: bool = True,
     ) -> None:
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"monitor must be the name of a logged metric (a non-empty str), got {monitor!r}")
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise TypeError(
+                f"monitor must be None (the mean of training_step's losses) or the name of a logged "
+                f"metric (a non-empty str), got {monitor!r}"
+            )
         if not isinstance(compute_initial_loss, bool):
             raise TypeError(f"compute_initial_loss must be True or False, got {compute_initial_loss!r}")
         if compute_initial_loss and initial_loss is not None:
@@ -127,6 +140,9 @@ class AALRCallback(pl.Callback):
         }
         self.tuner: AALR | None = None
         self._pending_state: dict[str, Any] | None = None  # from a checkpoint, before the tuner exists
+        # monitor=None: the (loss x batch size sum, sample count) so far of epoch _totals_epoch
+        self._epoch_totals: torch.Tensor | None = None
+        self._totals_epoch = -1
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -148,9 +164,38 @@ class AALRCallback(pl.Callback):
             self.tuner.load_state_dict(self._pending_state)
             self._pending_state = None
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.monitor is not None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is None:  # training_step skipped this batch (returned None)
+            return
+        if self._epoch_totals is None or self._totals_epoch != trainer.current_epoch:
+            # (a sum from another epoch: a checkpoint saved after that epoch's batches, before its end)
+            self._epoch_totals = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+            self._totals_epoch = trainer.current_epoch
+        elif self._epoch_totals.device != pl_module.device:  # loaded from a checkpoint: move it once
+            self._epoch_totals = self._epoch_totals.to(pl_module.device)
+        size = _batch_size(batch)
+        # Lightning divides the loss it hands on by accumulate_grad_batches (its documented behaviour)
+        scale = size * trainer.accumulate_grad_batches if pl_module.automatic_optimization else size
+        loss = torch.as_tensor(loss).detach().to(self._epoch_totals)
+        if loss.numel() != 1:
+            raise ValueError(
+                f"AALRCallback: training_step returned a loss of shape {tuple(loss.shape)}; it must be a "
+                "scalar (or pass monitor=<a logged metric>)"
+            )
+        self._epoch_totals[0] += loss.reshape(()) * scale  # stays on the device: no sync per batch
+        self._epoch_totals[1] += size
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.tuner is None:
             raise RuntimeError("AALRCallback: the training epoch ended before on_train_start built the tuner")
+        if self.monitor is None:
+            self.tuner.step(self._epoch_loss(trainer, pl_module))
+            return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             raise ValueError(
@@ -160,14 +205,33 @@ class AALRCallback(pl.Callback):
             )
         self.tuner.step(metrics[self.monitor])
 
+    def _epoch_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+        totals = self._epoch_totals if self._totals_epoch == trainer.current_epoch else None
+        self._epoch_totals = None
+        if totals is None:
+            totals = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+        totals = trainer.strategy.reduce(totals, reduce_op="sum")  # every rank calls this: no deadlock
+        if totals[1].item() == 0:
+            raise ValueError(
+                "AALRCallback: training_step returned no loss this epoch (manual optimization, or it "
+                "returned None for every batch); log the training loss with self.log(name, loss, "
+                "on_epoch=True) and pass monitor=name"
+            )
+        return float(totals[0].item()) / float(totals[1].item())
+
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The tuner's state (plain values and tensors), or a loaded one not yet used."""
+        """The tuner's state (plain values and tensors), or a loaded one not yet used; and, saved in
+        the middle of an epoch, the epoch's loss sum so far."""
+        state: dict[str, Any] = {}
         if self.tuner is not None:
-            return {"tuner": self.tuner.state_dict()}
-        if self._pending_state is not None:
-            return {"tuner": self._pending_state}
-        return {}
+            state["tuner"] = self.tuner.state_dict()
+        elif self._pending_state is not None:
+            state["tuner"] = self._pending_state
+        if state and self._epoch_totals is not None:
+            state["epoch_loss_totals"] = self._epoch_totals.detach().cpu().tolist()
+            state["epoch_loss_epoch"] = self._totals_epoch
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning calls this before training starts (the tuner is built then) or, for some
@@ -177,10 +241,24 @@ class AALRCallback(pl.Callback):
                 f"AALRCallback state must be a dict with key 'tuner', got {type(state_dict).__name__} "
                 f"with keys {sorted(state_dict) if isinstance(state_dict, Mapping) else []}"
             )
+        totals, epoch = state_dict.get("epoch_loss_totals"), state_dict.get("epoch_loss_epoch", -1)
+        if totals is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+            raise ValueError(f"AALRCallback state: epoch_loss_epoch must be an int, got {epoch!r}")
+        if totals is not None and not (
+            isinstance(totals, (list, tuple))
+            and len(totals) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in totals)
+            and totals[1] >= 0
+        ):
+            raise ValueError(
+                f"AALRCallback state: epoch_loss_totals must be [loss sum, sample count], got {totals!r}"
+            )
         if self.tuner is not None:
             self.tuner.load_state_dict(state_dict["tuner"])
         else:
             self._pending_state = state_dict["tuner"]
+        self._epoch_totals = None if totals is None else torch.tensor(totals, dtype=torch.float64)
+        self._totals_epoch = epoch if totals is not None else -1
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
