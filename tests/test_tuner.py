@@ -177,8 +177,33 @@ def test_two_param_groups_keep_their_ratio():
     for loss in [1.0, 0.9, 0.8, NAN]:
         tuner.step(loss)
         lr0, lr1 = (g["lr"] for g in optimizer.param_groups)
-        assert lr1 == pytest.approx(lr0 / 4)
+        assert lr1 == lr0 / 4  # exact: both are their start times the same power of two
     assert optimizer.param_groups[0]["lr"] == 0.2
+
+
+def test_each_group_lr_is_exactly_its_own_start_times_a_power_of_two():
+    # lr0 * (0.3 / 0.1) would give 0.30000000000000004; each group's own start gives 0.3 itself
+    model = tiny_model()
+    optimizer = torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[3].parameters(), "lr": 0.3}], lr=0.1
+    )
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    seen = []
+    for loss in [1.0, 0.9, 0.8, NAN, NAN]:  # double, double (window), then halve twice
+        tuner.step(loss)
+        k = tuner.policy.lr_exponent
+        assert [g["lr"] for g in optimizer.param_groups] == [math.ldexp(0.1, k), math.ldexp(0.3, k)]
+        seen.append(k)
+    assert seen == [1, 1, 2, 1, 0] and optimizer.param_groups[1]["lr"] == 0.3
+    assert tuner.lr_ratios == [1.0, 0.3 / 0.1]
+    state = tuner.state_dict()
+    assert state["group_eta0"] == [0.1, 0.3]
+    old = {key: value for key, value in state.items() if key != "group_eta0"}  # saved before it existed
+    other = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    other.load_state_dict(old)
+    assert other.group_eta0 == pytest.approx([0.1, 0.3], rel=1e-15)
+    with pytest.raises(ValueError, match=r"group_eta0 must be 2 finite numbers >= 0 .*, got \[0.1\]"):
+        other.load_state_dict({**state, "group_eta0": [0.1]})
 
 
 def test_lr_is_always_eta0_times_power_of_two():

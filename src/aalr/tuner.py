@@ -129,7 +129,9 @@ class AALR:
         self.optimizer = optimizer
         self.policy = AALRPolicy(initial_loss=loss0, config=config)
         self.eta0 = lrs[0]
-        self.lr_ratios = [lr / lrs[0] for lr in lrs]
+        # each group's own starting LR: its LR is group_eta0 * 2**k (* the finish's scale), which keeps
+        # the groups' ratios and, unlike lr * ratio, is exact (no 0.30000000000000004)
+        self.group_eta0 = list(lrs)
         self.sync_distributed = sync_distributed
         self.history: list[dict[str, Any]] = []
         self.snapshots: SnapshotStore = (
@@ -237,9 +239,15 @@ class AALR:
         self.model.load_state_dict(snapshot["model"])
         self.optimizer.load_state_dict(cpu_copy(snapshot["optimizer"]))
 
+    @property
+    def lr_ratios(self) -> list[float]:
+        """Each param group's LR over group 0's (fixed when the tuner is made)."""
+        return [lr / self.eta0 for lr in self.group_eta0]
+
     def _apply_lr(self) -> None:
-        for group, ratio in zip(self.optimizer.param_groups, self.lr_ratios, strict=True):
-            _set_group_lr(group, self.lr * ratio)
+        exponent, scale = self.policy.lr_exponent, self.policy.lr_scale
+        for group, eta0 in zip(self.optimizer.param_groups, self.group_eta0, strict=True):
+            _set_group_lr(group, math.ldexp(eta0, exponent) * scale)
 
     def _mean_over_ranks(self, loss: float) -> float:
         if not (self.sync_distributed and dist.is_available() and dist.is_initialized()):
@@ -263,7 +271,8 @@ class AALR:
         return {
             "format": STATE_FORMAT,
             "eta0": self.eta0,
-            "lr_ratios": list(self.lr_ratios),
+            "lr_ratios": self.lr_ratios,
+            "group_eta0": list(self.group_eta0),
             "policy": self.policy.state_dict(),
             "history": [dict(record) for record in self.history],
             "snapshots": {name: self.snapshots.get(name) for name in self.snapshots.names()},
@@ -293,6 +302,18 @@ class AALR:
         eta0 = state["eta0"]
         if not (is_finite_real(eta0) and eta0 > 0):
             raise ValueError(f"AALR state: eta0 must be a finite number > 0, got {eta0!r}")
+        group_eta0 = state.get("group_eta0")  # absent in states saved before it existed
+        if group_eta0 is None:
+            group_eta0 = [float(eta0) * ratio for ratio in ratios]
+        elif (
+            not isinstance(group_eta0, list | tuple)
+            or len(group_eta0) != len(ratios)
+            or not all(is_finite_real(lr) and lr >= 0 for lr in group_eta0)
+        ):
+            raise ValueError(
+                f"AALR state: group_eta0 must be {len(ratios)} finite numbers >= 0 (one per param group), "
+                f"got {group_eta0!r}"
+            )
         history = state["history"]
         if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
             raise ValueError(f"AALR state: history must be a list of dicts, got {type(history).__name__}")
@@ -321,7 +342,7 @@ class AALR:
         copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
         self.policy = policy  # the checked copy; nothing can fail from here on
         self.eta0 = float(eta0)
-        self.lr_ratios = ratios
+        self.group_eta0 = [float(lr) for lr in group_eta0]
         self.history = [dict(record) for record in history]
         for name in self.snapshots.names():
             self.snapshots.drop(name)
