@@ -74,6 +74,15 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--robust-samples", type=int, default=1000)
     p.add_argument("--out", required=True, help="the run's output directory")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    _add_channels_last(p)
+    p.add_argument("--data-dir", default=None)
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again.add_argument("--force", action="store_true", help="overwrite another run in --out")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_channels_last(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -81,11 +90,6 @@ def _add_train(sub: Any) -> None:
         help="image models in channels_last memory format (default: on CUDA only; on the CPU it is "
         "faster for convolutions but changes results at rounding level)",
     )
-    p.add_argument("--data-dir", default=None)
-    again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    again.add_argument("--force", action="store_true", help="overwrite another run in --out")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,13 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--only", default=None, help="only the runs of this experiment (or method)")
     p.add_argument("--device", default=None)
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="image models in channels_last memory format (default: on CUDA only; on the CPU it is "
-        "faster for convolutions but changes results at rounding level)",
-    )
+    _add_channels_last(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("report", help="tables and plots from finished runs")

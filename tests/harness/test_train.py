@@ -266,9 +266,18 @@ def test_cli_compare_report_and_list(tmp_path, capsys):
     assert (out / "report.md").exists() and (out / "results.csv").exists()
     assert list(out.glob("lr_*.png")) and list(out.glob("acc_*.png"))
     before = (out / "tiny" / "sgdr" / "seed0" / "metrics.jsonl").read_text()
-    assert main(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    # a finished run is skipped even when asked for another memory format (how, not what)
+    assert (
+        main(["compare", "--suite", str(suite), "--out", str(out), "--no-progress", "--channels-last"]) == 0
+    )
     assert "finished already, skipped" in capsys.readouterr().out
     assert (out / "tiny" / "sgdr" / "seed0" / "metrics.jsonl").read_text() == before
+    other = tmp_path / "other"
+    argv = ["compare", "--suite", str(suite), "--out", str(other), "--no-progress", "--only", "sgdr"]
+    assert main([*argv, "--channels-last"]) == 0
+    assert (
+        json.loads((other / "tiny" / "sgdr" / "seed0" / "config.json").read_text())["channels_last"] is True
+    )
     assert main(["report", str(out)]) == 0
     assert "| aalr-plus |" in capsys.readouterr().out
     assert main(["list"]) == 0
