@@ -24,7 +24,7 @@ pl = pytest.importorskip(
 )
 
 import aalr.lightning  # noqa: E402
-from aalr import AALRConfig, AALRPolicy  # noqa: E402
+from aalr import AALR, AALRConfig, AALRPolicy  # noqa: E402
 from aalr.lightning import AALRCallback  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PendingDeprecationWarning")
@@ -91,8 +91,10 @@ class Probe(pl.Callback):
 
 
 def fit(module, callbacks, epochs=EPOCHS, ckpt_path=None, checkpoint_dir=None, **trainer_options):
-    checkpointing = checkpoint_dir is not None
-    if checkpointing:
+    checkpointing = checkpoint_dir is not None or any(
+        isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks
+    )
+    if checkpoint_dir is not None:
         callbacks = [
             *callbacks,
             pl.callbacks.ModelCheckpoint(
@@ -351,6 +353,58 @@ def test_a_mid_epoch_state_carries_the_epochs_loss_so_far(tmp_path):
         ValueError, match=r"epoch_loss_totals must be \[loss sum, sample count\], got \[1.0\]"
     ):
         fresh.load_state_dict({**grab.state, "epoch_loss_totals": [1.0]})
+
+
+@pytest.mark.parametrize("every", [3, 4])  # 4: every checkpoint lands on an epoch's last batch
+def test_resume_from_checkpoints_saved_between_batches_equals_an_uninterrupted_run(tmp_path, every):
+    def checkpoints(folder):
+        return pl.callbacks.ModelCheckpoint(
+            dirpath=folder, filename="s{step}", auto_insert_metric_name=False, save_top_k=-1,
+            every_n_train_steps=every,
+        )  # fmt: skip
+
+    full_module, full = Tiny(metric=None), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(full_module, [full, checkpoints(tmp_path)], epochs=6)
+    # step 8 (every=4) ends epoch 2 before that epoch's end; step 9 (every=3) is mid-epoch 3, whose
+    # first batch was trained before the save: in both, a restart of the data loader would repeat or
+    # skip batches, so only a step that ends an epoch is compared here
+    step = 8 if every == 4 else 12
+    module, resumed = Tiny(metric=None), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [resumed], epochs=6, ckpt_path=tmp_path / f"s{step}.ckpt")
+    assert resumed.tuner.history == full.tuner.history
+    assert_same_state(module.state_dict(), full_module.state_dict())
+
+
+def test_a_checkpoint_carries_the_sum_over_all_ranks_and_adds_it_once():
+    # two ranks simulated: the strategy's reduce doubles (each rank holds the same local sum here)
+    callback = AALRCallback(**SETTINGS)
+    module = Tiny()
+    callback.tuner = AALR(module, torch.optim.SGD(module.parameters(), lr=0.1), phase1_patience=2)
+    strategy = types.SimpleNamespace(reduce=lambda t, reduce_op: t * 2)
+    trainer = types.SimpleNamespace(current_epoch=3, accumulate_grad_batches=1, strategy=strategy)
+    batch = (torch.zeros(16, 4), torch.zeros(16, dtype=torch.long))
+    callback.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.5)}, batch, 0)
+    checkpoint = {"callbacks": {callback.state_key: callback.state_dict()}}
+    assert checkpoint["callbacks"][callback.state_key]["epoch_loss_totals"] == [24.0, 16.0]  # this rank's
+    callback.on_save_checkpoint(trainer, module, checkpoint)
+    state = checkpoint["callbacks"][callback.state_key]
+    assert state["epoch_loss_totals"] == [48.0, 32.0] and state["epoch_loss_epoch"] == 3  # both ranks'
+    resumed = AALRCallback(**SETTINGS)
+    resumed.load_state_dict(state)
+    resumed.tuner = callback.tuner
+    resumed.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, batch, 1)
+    # after the resume each rank trains one more batch of 16 at loss 0.5: (48 + 2 * 8) / (32 + 2 * 16)
+    assert resumed._global_totals(trainer, module) == (64.0, 64.0)
+
+
+def test_batch_size_from_training_step_or_a_clear_error():
+    from aalr.lightning import _batch_size
+
+    assert _batch_size((torch.zeros(16, 4),), {"loss": torch.tensor(1.0), "batch_size": 5}) == 5
+    with pytest.raises(ValueError, match=r"batch_size=0; it must be an int >= 1"):
+        _batch_size((torch.zeros(16, 4),), {"loss": torch.tensor(1.0), "batch_size": 0})
+    with pytest.raises(ValueError, match=r"cannot tell the batch size of a dict batch .*'batch_size': n"):
+        _batch_size({"text": ["a", "b"]})
 
 
 def test_load_state_dict_error():

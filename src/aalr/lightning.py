@@ -51,18 +51,23 @@ class AALRCallback(pl.Callback):
     The tuner is built when training starts (``on_train_start``: the optimizer exists, and a
     resumed run has its weights and optimizer state back by then) on the LightningModule and its
     optimizer. At the end of each training epoch it steps on the epoch's training loss; a restore
-    goes through the LightningModule's and the optimizer's ``load_state_dict``, before
-    ``ModelCheckpoint`` saves the epoch.
+    goes through the LightningModule's and the optimizer's ``load_state_dict``. A ``ModelCheckpoint``
+    saving at the end of the training epoch (its default with validation once an epoch or none)
+    saves after the step; one saving earlier (``every_n_train_steps``, ``val_check_interval < 1``)
+    saves the epoch's loss sum so far instead, and a resume takes the step then (tested).
 
     The epoch's loss is, by default (``monitor=None``), the mean of the losses ``training_step``
-    returned that epoch, weighted by batch size and summed over all ranks (what the harness uses):
-    no logging needed, and nothing to get wrong. Lightning hands callbacks that loss divided by
-    ``accumulate_grad_batches``; the callback multiplies it back. A sum from a checkpoint saved in
-    the middle of an epoch rides in the checkpoint, so such a resume sees the whole epoch. With
-    ``monitor="name"`` it reads ``trainer.callback_metrics[name]`` instead (for manual optimization,
-    or another loss than the one returned); log that metric with ``on_epoch=True``: a metric logged
-    per step only (Lightning's default in training_step) holds the last batch's value, which the
-    callback cannot tell apart.
+    returned that epoch (automatic or manual optimization), weighted by batch size (Lightning's
+    guess from the batch, or ``"batch_size"`` in a dict that training_step returns) and summed over
+    all ranks (what the harness uses): no logging needed. Lightning hands callbacks that loss divided
+    by ``accumulate_grad_batches``; the callback multiplies it back. A checkpoint saved in the middle
+    of an epoch carries the sum so far over all ranks; a resume from it sees the whole epoch if the
+    data loader resumes where it was (a plain ``DataLoader`` restarts, so Lightning repeats that
+    epoch's first batches, and they count twice; Lightning warns of this). With ``monitor="name"``
+    it reads ``trainer.callback_metrics[name]`` instead (another loss than the one returned, or a
+    training_step that returns nothing); log that metric with ``on_epoch=True``: a metric logged per
+    step only (Lightning's default in training_step) holds the last batch's value, which the callback
+    cannot tell apart.
 
     Under DDP every rank takes the same decision (the tuner averages the value over ranks). The
     tuner's state rides in Lightning checkpoints (plain values and tensors: loads with
@@ -140,9 +145,11 @@ class AALRCallback(pl.Callback):
         }
         self.tuner: AALR | None = None
         self._pending_state: dict[str, Any] | None = None  # from a checkpoint, before the tuner exists
-        # monitor=None: the (loss x batch size sum, sample count) so far of epoch _totals_epoch
+        # monitor=None: this rank's (loss x batch size sum, sample count) so far of epoch _totals_epoch,
+        # on the module's device; and (sum, count, epoch) over all ranks from a checkpoint
         self._epoch_totals: torch.Tensor | None = None
         self._totals_epoch = -1
+        self._carried: tuple[float, float, int] | None = None
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -163,6 +170,7 @@ class AALRCallback(pl.Callback):
         if self._pending_state is not None:
             self.tuner.load_state_dict(self._pending_state)
             self._pending_state = None
+        self._step_a_finished_epoch_from_the_checkpoint(trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -173,12 +181,9 @@ class AALRCallback(pl.Callback):
         if loss is None:  # training_step skipped this batch (returned None)
             return
         if self._epoch_totals is None or self._totals_epoch != trainer.current_epoch:
-            # (a sum from another epoch: a checkpoint saved after that epoch's batches, before its end)
-            self._epoch_totals = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+            self._epoch_totals = _accumulator(pl_module.device)
             self._totals_epoch = trainer.current_epoch
-        elif self._epoch_totals.device != pl_module.device:  # loaded from a checkpoint: move it once
-            self._epoch_totals = self._epoch_totals.to(pl_module.device)
-        size = _batch_size(batch)
+        size = _batch_size(batch, outputs)
         # Lightning divides the loss it hands on by accumulate_grad_batches (its documented behaviour)
         scale = size * trainer.accumulate_grad_batches if pl_module.automatic_optimization else size
         loss = torch.as_tensor(loss).detach().to(self._epoch_totals)
@@ -194,7 +199,15 @@ class AALRCallback(pl.Callback):
         if self.tuner is None:
             raise RuntimeError("AALRCallback: the training epoch ended before on_train_start built the tuner")
         if self.monitor is None:
-            self.tuner.step(self._epoch_loss(trainer, pl_module))
+            total, count = self._global_totals(trainer, pl_module)
+            self._epoch_totals, self._carried = None, None
+            if count == 0:
+                raise ValueError(
+                    "AALRCallback: training_step returned no loss this epoch (it returned None for every "
+                    "batch); return the loss from training_step (with manual optimization too), or log "
+                    "it with self.log(name, loss, on_epoch=True) and pass monitor=name"
+                )
+            self.tuner.step(total / count)
             return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
@@ -205,32 +218,65 @@ class AALRCallback(pl.Callback):
             )
         self.tuner.step(metrics[self.monitor])
 
-    def _epoch_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
-        totals = self._epoch_totals if self._totals_epoch == trainer.current_epoch else None
-        self._epoch_totals = None
-        if totals is None:
-            totals = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
-        totals = trainer.strategy.reduce(totals, reduce_op="sum")  # every rank calls this: no deadlock
-        if totals[1].item() == 0:
-            raise ValueError(
-                "AALRCallback: training_step returned no loss this epoch (manual optimization, or it "
-                "returned None for every batch); log the training loss with self.log(name, loss, "
-                "on_epoch=True) and pass monitor=name"
-            )
-        return float(totals[0].item()) / float(totals[1].item())
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # state_dict holds this rank's sum; Lightning writes rank 0's. In the middle of an epoch, put the
+        # sum over all ranks in the checkpoint instead. Every rank runs this (trainer.save_checkpoint must
+        # be called on all of them), and the condition is the same on every rank: no deadlock.
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if self.monitor is not None or state is None or not self._mid_epoch(trainer):
+            return
+        total, count = self._global_totals(trainer, pl_module)
+        state["epoch_loss_totals"] = [total, count]
+        state["epoch_loss_epoch"] = trainer.current_epoch
+
+    def _mid_epoch(self, trainer: pl.Trainer) -> bool:
+        return self._epoch_totals is not None and self._totals_epoch == trainer.current_epoch
+
+    def _global_totals(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
+        """This epoch's (loss sum, sample count) over all ranks, with what a checkpoint carried in."""
+        local = self._epoch_totals if self._mid_epoch(trainer) else None
+        totals = trainer.strategy.reduce(  # every rank calls this
+            local if local is not None else _accumulator(pl_module.device), reduce_op="sum"
+        )
+        total, count = float(totals[0].item()), float(totals[1].item())
+        if self._carried is not None and self._carried[2] == trainer.current_epoch:
+            total, count = total + self._carried[0], count + self._carried[1]
+        return total, count
+
+    def _step_a_finished_epoch_from_the_checkpoint(self, trainer: pl.Trainer) -> None:
+        """A checkpoint saved after an epoch's last batch but before its end (``every_n_train_steps``
+        landing there) holds that epoch's whole sum, and Lightning resumes with the next epoch without
+        ending this one: take the step it missed. A sum of the epoch that resumes waits for its end."""
+        carried, self._carried = self._carried, None
+        if carried is None or self.tuner is None:
+            return
+        total, count, epoch = carried
+        if epoch == trainer.current_epoch:
+            self._carried = carried
+        elif epoch < trainer.current_epoch and self.tuner.policy.epoch == epoch and count > 0:
+            self.tuner.step(total / count)
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The tuner's state (plain values and tensors), or a loaded one not yet used; and, saved in
-        the middle of an epoch, the epoch's loss sum so far."""
+        the middle of an epoch, the epoch's loss sum so far (in a Lightning checkpoint: over all ranks)."""
         state: dict[str, Any] = {}
         if self.tuner is not None:
             state["tuner"] = self.tuner.state_dict()
         elif self._pending_state is not None:
             state["tuner"] = self._pending_state
-        if state and self._epoch_totals is not None:
-            state["epoch_loss_totals"] = self._epoch_totals.detach().cpu().tolist()
-            state["epoch_loss_epoch"] = self._totals_epoch
+        if not state:
+            return state
+        if self._epoch_totals is not None:
+            total, count = (float(v) for v in self._epoch_totals.detach().cpu().tolist())
+            if self._carried is not None and self._carried[2] == self._totals_epoch:
+                total, count = total + self._carried[0], count + self._carried[1]
+            state["epoch_loss_totals"], state["epoch_loss_epoch"] = [total, count], self._totals_epoch
+        elif self._carried is not None:
+            state["epoch_loss_totals"] = list(self._carried[:2])
+            state["epoch_loss_epoch"] = self._carried[2]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -257,8 +303,9 @@ class AALRCallback(pl.Callback):
             self.tuner.load_state_dict(state_dict["tuner"])
         else:
             self._pending_state = state_dict["tuner"]
-        self._epoch_totals = None if totals is None else torch.tensor(totals, dtype=torch.float64)
-        self._totals_epoch = epoch if totals is not None else -1
+        # the sum over all ranks so far: added once, after this epoch's own sums are reduced
+        self._epoch_totals = None
+        self._carried = None if totals is None else (float(totals[0]), float(totals[1]), epoch)
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
@@ -305,7 +352,7 @@ def training_set_loss(trainer: pl.Trainer, pl_module: pl.LightningModule) -> flo
     device = pl_module.device
     was_training = pl_module.training
     pl_module.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, sample count
+    total = _accumulator(device)  # loss sum, sample count
     try:
         with torch.no_grad(), _logging_ignored(pl_module):
             for index, batch in enumerate(loader):
@@ -314,7 +361,7 @@ def training_set_loss(trainer: pl.Trainer, pl_module: pl.LightningModule) -> flo
                 loss = out["loss"] if isinstance(out, Mapping) else out
                 if loss is None:
                     continue
-                size = _batch_size(batch)
+                size = _batch_size(batch, out)
                 total[0] += as_loss(loss, "training_step's loss") * size
                 total[1] += size
     finally:
@@ -328,6 +375,26 @@ def training_set_loss(trainer: pl.Trainer, pl_module: pl.LightningModule) -> flo
     return value
 
 
-def _batch_size(batch: Any) -> int:
+def _accumulator(device: torch.device) -> torch.Tensor:
+    """(loss sum, sample count) zeros: float64, except on Apple's MPS, which has none."""
+    return torch.zeros(2, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+
+def _batch_size(batch: Any, outputs: Any = None) -> int:
+    """``outputs["batch_size"]`` when training_step returned one, else Lightning's guess from the batch."""
+    given = outputs.get("batch_size") if isinstance(outputs, Mapping) else None
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise ValueError(
+                f"AALRCallback: training_step returned batch_size={given!r}; it must be an int >= 1"
+            )
+        return given
     data = importlib.import_module(pl.__name__ + ".utilities.data")  # the installed flavour's
-    return int(data.extract_batch_size(batch))
+    try:
+        return int(data.extract_batch_size(batch))
+    except Exception as error:  # Lightning's MisconfigurationException, whose advice is about self.log
+        raise ValueError(
+            f"AALRCallback cannot tell the batch size of a {type(batch).__name__} batch ({error}); return "
+            "{'loss': loss, 'batch_size': n} from training_step, or pass monitor=<a metric logged with "
+            "batch_size=n>"
+        ) from error
