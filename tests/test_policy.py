@@ -392,6 +392,19 @@ def test_finish_linear_starts_in_phase1_when_phase1_would_outlast_the_budget():
     ]
 
 
+@pytest.mark.parametrize("phase1_failure", ["restart", "rollback"])
+def test_a_failed_first_epoch_restarts_before_the_finish(phase1_failure):
+    # budget 5 < phase 1: the linear finish is due at epoch 1, but epoch 1 is worse than the initial
+    # model (2.9 > 2.3) and nothing stable came before: restart first, finish from epoch 2
+    config = AALRConfig(total_epochs=5, finish="linear", phase1_failure=phase1_failure)
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    first = policy.step(2.9)
+    assert (first.action, first.lr_exponent, first.lr_scale) == ("restore_initial", -1, 1.0)
+    assert policy.finish_epoch is None
+    second = policy.step(2.2)
+    assert policy.finish_epoch == 2 and second.action == "save_best" and policy.best == 2.2
+
+
 def test_finish_linear_in_phase1_waits_while_phase1_fits_the_budget():
     config = AALRConfig(phase1_patience=3, total_epochs=8, finish="linear")
     policy = AALRPolicy(initial_loss=2.3, config=config)

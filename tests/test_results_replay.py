@@ -9,6 +9,7 @@ changed a committed run fails here until that run is re-made (and its table with
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aalr.harness.methods import AALR_METHODS
+from aalr.harness.methods import AALR_METHODS, default_lr
 from aalr.policy import AALRConfig, AALRPolicy
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -36,7 +37,8 @@ def _aalr_runs() -> list[Path]:
 
 def _policy_config(config: dict[str, Any]) -> AALRConfig:
     # as aalr.harness.methods builds the tuner for these methods
-    options = {k: v for k, v in config.get("method_args", {}).items() if k in FIELDS}
+    given = {**config.get("method_options", {}), **config.get("method_args", {})}  # older configs: the former
+    options = {k: v for k, v in given.items() if k in FIELDS}
     if config["method"] == "aalr-plus":
         options = {"total_epochs": config["epochs"], "phase1_failure": "rollback", **options}
     options["rollback"] = config["method"] in ("aalr-rollback", "aalr-plus")
@@ -49,7 +51,14 @@ def replay(run: Path) -> str | None:
     summary = json.loads((run / "summary.json").read_text())
     policy = AALRPolicy(initial_loss=summary["initial_loss"], config=_policy_config(config))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    eta0 = rows[0]["lr"]
+    if len(rows) != summary["epochs"]:
+        return f"metrics.jsonl has {len(rows)} epochs, the summary {summary['epochs']}"
+    eta0 = config.get("lr") if config.get("lr") is not None else default_lr(config["method"])
+    if rows[0]["lr"] != eta0:
+        return f"the first epoch trained at {rows[0]['lr']}, the settings say {eta0}"
+    for previous, row in itertools.pairwise(rows):
+        if row["lr"] != previous["next_lr"]:
+            return f"epoch {row['epoch']} trained at {row['lr']}, the epoch before set {previous['next_lr']}"
     for row in rows:
         loss = math.nan if row["train_loss"] is None else row["train_loss"]
         decision = policy.step(loss)

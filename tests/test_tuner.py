@@ -202,8 +202,32 @@ def test_each_group_lr_is_exactly_its_own_start_times_a_power_of_two():
     other = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
     other.load_state_dict(old)
     assert other.group_eta0 == pytest.approx([0.1, 0.3], rel=1e-15)
-    with pytest.raises(ValueError, match=r"group_eta0 must be 2 finite numbers >= 0 .*, got \[0.1\]"):
-        other.load_state_dict({**state, "group_eta0": [0.1]})
+    for bad in ([0.1], [0.0, 5.0], [0.1, 0.5]):  # too short, group 0 is not eta0, another ratio
+        with pytest.raises(ValueError, match=r"group_eta0 must be 2 finite numbers >= 0 .*got \["):
+            other.load_state_dict({**state, "group_eta0": bad})
+    assert other.group_eta0 == pytest.approx([0.1, 0.3], rel=1e-15)  # nothing changed
+
+
+def test_a_param_group_added_later_is_refused_before_anything_changes():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    optimizer.add_param_group({"params": model[3].parameters()})
+    with pytest.raises(ValueError, match="has 2 param groups, but the tuner was made for 1"):
+        tuner.step(1.0)
+    assert tuner.policy.epoch == 0 and tuner.history == []
+
+
+def test_a_state_that_has_a_checkpoint_must_carry_it():
+    # the AALR+ finish started in phase 1 (it checkpoints there): a state without 'best' is refused
+    model = tiny_model()
+    tuner = AALR(model, torch.optim.SGD(model.parameters(), lr=0.1), initial_loss=2.0, total_epochs=4)
+    for loss in [1.9, 1.8, 1.7]:  # epoch 3 = 75% of 4: the finish starts, still in phase 1
+        tuner.step(loss)
+    assert tuner.phase == 1 and tuner.policy.finish_epoch == 3
+    state = tuner.state_dict()
+    with pytest.raises(ValueError, match=r"a checkpoint was taken .* but the state has no 'best' snapshot"):
+        tuner.load_state_dict({**state, "snapshots": {}})
 
 
 def test_lr_is_always_eta0_times_power_of_two():

@@ -32,9 +32,11 @@ better (then it becomes the checkpoint), multiply the LR by 0.1, stop exploring,
 stable epochs still needed) would not end before the budget does, do the same restore-unless-better
 and decay the LR linearly towards zero over the epochs that remain (no constant but the budget).
 If the finish falls on a non-finite epoch, it still starts there when a checkpoint exists: the
-epoch's restore-and-halve happens and the finish's factor applies on top (without a checkpoint,
-phase 1 restarts and the finish starts on the next finite epoch). A non-finite loss during the
-finish still restores the best checkpoint and halves.
+epoch's restore-and-halve happens and the finish's factor applies on top. Without a checkpoint
+(phase 1 with restarts, or before any stable epoch), a non-finite epoch, or a failed one with no
+stable epoch since the (re)start, restarts first and the finish starts after; a failed epoch that
+follows stable ones starts the finish from the current weights, which a restart would throw away.
+A non-finite loss during the finish still restores the best checkpoint and halves.
 
 ``phase1_failure="rollback"`` (our addition; AALR+ in the harness uses it): a phase-1 failure
 after a stable epoch restores the last stable epoch's checkpoint, halves the LR and starts phase 2
@@ -201,6 +203,12 @@ class AALRPolicy:
         return self.phase == 1 and self.finish_epoch is None and not self._phase1_checkpointed
 
     @property
+    def has_checkpoint(self) -> bool:
+        """Whether a best checkpoint exists: phase 2, the AALR+ finish, or a stable phase-1 epoch with
+        ``phase1_failure="rollback"``."""
+        return self.phase == 2 or self.finish_epoch is not None or self._phase1_checkpointed
+
+    @property
     def _phase1_checkpointed(self) -> bool:
         # phase1_failure="rollback" checkpoints every stable phase-1 epoch, and a failure after one leaves
         # phase 1; so in phase 1 a checkpoint exists exactly when the stable count is above zero
@@ -224,26 +232,29 @@ class AALRPolicy:
         """Take one epoch's training loss; return the decision for the next epoch."""
         loss = float(loss)
         self.epoch += 1
-        exponent_before = self.lr_exponent
+        exponent_before, stable_before = self.lr_exponent, self.stable_epochs
         if self.finish_epoch is not None:
             decision = self._finishing(loss)
         elif self.phase == 1:
             decision = self._phase1(loss)
         else:
             decision = self._phase2(loss)
-        if self.finish_epoch is None and self._finish_due(loss, decision):
+        if self.finish_epoch is None and self._finish_due(loss, decision, stable_before):
             decision = self._start_finish(loss, decision, doubled=self.lr_exponent > exponent_before)
         return Decision(decision.action, decision.lr_exponent, decision.reason, self.lr_scale)
 
     # -- AALR+ ---------------------------------------------------------------------------------
-    def _finish_due(self, loss: float, decision: Decision) -> bool:
+    def _finish_due(self, loss: float, decision: Decision, stable_before: int) -> bool:
         total = self.config.total_epochs
         if total is None:
             return False
-        if not math.isfinite(loss) and decision.action != "restore_best":
-            # a non-finite epoch with no checkpoint to go back to restarts from the initial weights
-            # first; the finish then starts on the next finite epoch. With a checkpoint, the finish
-            # starts on time, from the restored checkpoint and the halved LR
+        if decision.action == "restore_initial" and (not math.isfinite(loss) or stable_before == 0):
+            # A failure with no checkpoint to go back to, on a non-finite epoch or with no stable epoch
+            # since the (re)start: those weights are worse than the initial ones and one epoch at most is
+            # lost, so the restart comes first and the finish starts on the next epoch that allows it.
+            # (After stable epochs a finite failure starts the finish from the current weights: a
+            # restart would throw the stable epochs away.) With a checkpoint, the finish starts on
+            # time, from the restored checkpoint and the halved LR.
             return False
         if self.config.finish == "steps":
             return self.epoch >= _milestone(total, FINISH_STEPS[0][0])

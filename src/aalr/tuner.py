@@ -173,6 +173,13 @@ class AALR:
     def step(self, loss: float | torch.Tensor) -> dict[str, Any]:
         """Take the epoch's mean training loss; act; set the next epoch's LR. Returns the history record."""
         local = as_loss(loss)
+        groups = len(self.optimizer.param_groups)
+        if groups != len(self.group_eta0):  # before anything changes: the step can be retried
+            raise ValueError(
+                f"the optimizer has {groups} param groups, but the tuner was made for "
+                f"{len(self.group_eta0)}; param groups cannot be added or removed while AALR tunes the "
+                "optimizer (make a new tuner)"
+            )
         value = self._mean_over_ranks(local)
         lr_before = self.lr
         phase_before = self.phase
@@ -309,9 +316,14 @@ class AALR:
             not isinstance(group_eta0, list | tuple)
             or len(group_eta0) != len(ratios)
             or not all(is_finite_real(lr) and lr >= 0 for lr in group_eta0)
+            or group_eta0[0] != eta0
+            or not all(
+                math.isclose(lr / eta0, r, rel_tol=1e-9) for lr, r in zip(group_eta0, ratios, strict=True)
+            )
         ):
             raise ValueError(
                 f"AALR state: group_eta0 must be {len(ratios)} finite numbers >= 0 (one per param group), "
+                f"the first equal to eta0 ({eta0!r}), in the ratios lr_ratios ({ratios!r}); "
                 f"got {group_eta0!r}"
             )
         history = state["history"]
@@ -331,8 +343,11 @@ class AALR:
         policy.load_state_dict(state["policy"])
         if policy.needs_initial_snapshot and "initial" not in snapshots:
             raise ValueError("AALR state: phase 1 can still restart, but the state has no 'initial' snapshot")
-        if policy.phase == 2 and "best" not in snapshots:
-            raise ValueError("AALR state: phase 2, but the state has no 'best' snapshot")
+        if policy.has_checkpoint and "best" not in snapshots:
+            where = (
+                "phase 2" if policy.phase == 2 else "a checkpoint was taken (phase-1 rollback or the finish)"
+            )
+            raise ValueError(f"AALR state: {where}, but the state has no 'best' snapshot")
         if policy.config != self.policy.config:
             logger.warning(
                 "AALR: resuming with the saved settings %s (constructed with %s)",

@@ -398,3 +398,51 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--channels-last", "--out"]
     assert main([*argv, str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
+
+
+def write_small_cifar10(root: Path, n_train: int = 80, n_test: int = 40) -> None:
+    import numpy as np
+
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [
+        *[(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)],
+        ("test_batch.bin", n_test),
+    ]:
+        labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
+        pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
+
+
+def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path):
+    # 3 channels, so the layout is unambiguous; crop, flip, cutout and random erasing, then FGSM training
+    write_small_cifar10(tmp_path / "data")
+    layouts = []
+
+    def record(module, inputs):
+        x = inputs[0]
+        layouts.append(
+            (module.training, x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        )
+
+    from aalr.harness import models
+
+    real_build = models.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(record)
+        return model
+
+    config = {
+        "dataset": "cifar10", "model": "fmnist-cnn", "model_options": {"width": 0.25}, "epochs": 1,
+        "batch_size": 32, "cutout": 8, "random_erasing": 0.5, "adversarial": "fgsm", "epsilon": 0.03,
+        "robust_samples": 16, "eval_pgd_steps": 2, "channels_last": True, "device": "cpu",
+        "data_dir": str(tmp_path / "data"), "progress": False,
+    }  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "build_model", build)  # train.run imports it when it runs
+        run(config, tmp_path / "r")
+    assert any(training for training, _ in layouts) and any(not training for training, _ in layouts)
+    assert all(channels_last for _, channels_last in layouts)

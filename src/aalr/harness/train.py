@@ -864,11 +864,13 @@ def _train(
         raise RunError(f"{n_train} training samples cannot be shared among {world_size} ranks")
     steps_per_epoch = math.ceil(n_local / batch_size)
 
-    def prepare(xb: torch.Tensor) -> torch.Tensor:
-        xb = ds.as_float(xb)
+    def layout(xb: torch.Tensor) -> torch.Tensor:
         if channels_last and xb.ndim == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
+            return xb.contiguous(memory_format=torch.channels_last)
         return xb
+
+    def prepare(xb: torch.Tensor) -> torch.Tensor:
+        return layout(ds.as_float(xb))
 
     checkpoint = _load_checkpoint_on_every_rank(out) if resume else None
     initial_loss = None
@@ -931,10 +933,11 @@ def _train(
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for index in _batches(n_train, batch_size, generator, device):
-            xb = prepare(ds.x_train[index])
+            xb = ds.as_float(ds.x_train[index])
             yb = ds.y_train[index]
             if augment is not None:
                 xb = augment(xb, generator=device_generator)
+            xb = layout(xb)  # after augmenting: crop, cutout and erasing return the default layout
             if train_attack is not None:
                 xb = attack(model, xb, yb, train_attack, generator=device_generator)
             method.optimizer.zero_grad(set_to_none=True)
