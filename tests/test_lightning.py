@@ -380,7 +380,7 @@ def test_a_checkpoint_carries_the_sum_over_all_ranks_and_adds_it_once():
     callback = AALRCallback(**SETTINGS)
     module = Tiny()
     callback.tuner = AALR(module, torch.optim.SGD(module.parameters(), lr=0.1), phase1_patience=2)
-    strategy = types.SimpleNamespace(reduce=lambda t, reduce_op: t * 2)
+    strategy = types.SimpleNamespace(reduce=lambda t, reduce_op: t.mul_(2))  # in place, as DDP's all_reduce
     trainer = types.SimpleNamespace(current_epoch=3, accumulate_grad_batches=1, strategy=strategy)
     batch = (torch.zeros(16, 4), torch.zeros(16, dtype=torch.long))
     callback.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.5)}, batch, 0)
@@ -389,12 +389,52 @@ def test_a_checkpoint_carries_the_sum_over_all_ranks_and_adds_it_once():
     callback.on_save_checkpoint(trainer, module, checkpoint)
     state = checkpoint["callbacks"][callback.state_key]
     assert state["epoch_loss_totals"] == [48.0, 32.0] and state["epoch_loss_epoch"] == 3  # both ranks'
+    assert state["epoch_loss_tuner_epoch"] == 0
+    assert callback._epoch_totals.tolist() == [24.0, 16.0]  # saving left this rank's own sum alone
     resumed = AALRCallback(**SETTINGS)
     resumed.load_state_dict(state)
     resumed.tuner = callback.tuner
     resumed.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, batch, 1)
     # after the resume each rank trains one more batch of 16 at loss 0.5: (48 + 2 * 8) / (32 + 2 * 16)
     assert resumed._global_totals(trainer, module) == (64.0, 64.0)
+
+
+def test_a_batch_without_a_loss_still_marks_the_epoch_as_begun():
+    # on_save_checkpoint reduces over ranks when the epoch has begun: every rank must agree on that, also
+    # a rank whose training_step returned None for its batch (manual optimization allows it under DDP)
+    callback, module = AALRCallback(**SETTINGS), Tiny()
+    trainer = types.SimpleNamespace(current_epoch=2, accumulate_grad_batches=1)
+    callback.on_train_batch_end(trainer, module, {}, (torch.zeros(16, 4),), 0)
+    assert callback._mid_epoch(trainer) and callback._epoch_totals.tolist() == [0.0, 0.0]
+
+
+def test_the_owed_step_follows_the_tuners_own_epoch_count():
+    # AALR joined a run late: Lightning is at epoch 4, the tuner has taken 1 step; the checkpoint was saved
+    # after epoch 3's last batch, with the tuner at 1 step: the step is owed
+    module = Tiny()
+    callback = AALRCallback(**SETTINGS)
+    state = {
+        "tuner": {},
+        "epoch_loss_totals": [32.0, 16.0],
+        "epoch_loss_epoch": 3,
+        "epoch_loss_tuner_epoch": 1,
+    }
+    callback.load_state_dict(state)
+    callback.tuner = AALR(module, torch.optim.SGD(module.parameters(), lr=0.1), initial_loss=3.0, **SETTINGS)
+    callback.tuner.step(2.5)
+    callback._step_a_finished_epoch_from_the_checkpoint(types.SimpleNamespace(current_epoch=4))
+    assert [r["loss"] for r in callback.tuner.history] == [2.5, 2.0]
+    callback.load_state_dict({**state, "tuner": callback.tuner.state_dict()})  # 2 steps: stepped already
+    callback._step_a_finished_epoch_from_the_checkpoint(types.SimpleNamespace(current_epoch=4))
+    assert len(callback.tuner.history) == 2
+
+
+def test_a_callback_reused_to_resume_keeps_the_checkpoints_state(tmp_path):
+    module, callback = Tiny(), AALRCallback(compute_initial_loss=True, **SETTINGS)
+    fit(module, [callback], checkpoint_dir=tmp_path)
+    full = [dict(record) for record in callback.tuner.history]
+    fit(Tiny(), [callback], ckpt_path=tmp_path / "e5.ckpt")  # the same instance resumes
+    assert callback.tuner.history == full
 
 
 def test_batch_size_from_training_step_or_a_clear_error():
@@ -483,7 +523,17 @@ def test_ddp_ranks_logging_different_losses_take_the_same_decisions(tmp_path):
 def test_ddp_ranks_step_on_the_mean_loss_over_all_ranks(tmp_path):
     """monitor=None under DDP: each rank sums its own batches; the tuner sees the mean over both."""
     callback = AALRCallback(compute_initial_loss=True, phase1_patience=2)
-    fit(Tiny(lr=4.0), [callback, DumpHistory(callback, tmp_path)], epochs=4, devices=2, strategy="ddp_spawn")
+    # a checkpoint after every step, mid-epoch too: saving must not change the sums
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1
+    )
+    fit(
+        Tiny(lr=4.0),
+        [callback, DumpHistory(callback, tmp_path), checkpoints],
+        epochs=4,
+        devices=2,
+        strategy="ddp_spawn",
+    )
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["history"] == rank1["history"] and rank0["weights"] == rank1["weights"]
     for record, (sum0, n0), (sum1, n1) in zip(rank0["history"], rank0["sums"], rank1["sums"], strict=True):

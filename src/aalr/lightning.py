@@ -24,7 +24,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,6 +43,15 @@ except ImportError:
 
 
 MAX_EPOCHS = "max_epochs"  # total_epochs="max_epochs": the Trainer's budget
+
+
+class _Carried(NamedTuple):
+    """An epoch's loss sum so far over all ranks, from a checkpoint saved before the epoch's end."""
+
+    total: float
+    samples: float
+    epoch: int  # Lightning's current_epoch when it was saved
+    tuner_epoch: int | None  # the tuner's epoch count then (None: a state saved before it was kept)
 
 
 class AALRCallback(pl.Callback):
@@ -67,7 +76,9 @@ class AALRCallback(pl.Callback):
     it reads ``trainer.callback_metrics[name]`` instead (another loss than the one returned, or a
     training_step that returns nothing); log that metric with ``on_epoch=True``: a metric logged per
     step only (Lightning's default in training_step) holds the last batch's value, which the callback
-    cannot tell apart.
+    cannot tell apart. With a monitored metric, a resume from a checkpoint saved before an epoch's end
+    is not exact: Lightning does not restore the metric's epoch mean, so that epoch's step uses only
+    the batches after the resume, or is lost when the save came after its last batch.
 
     Under DDP every rank takes the same decision (the tuner averages the value over ranks). The
     tuner's state rides in Lightning checkpoints (plain values and tensors: loads with
@@ -149,7 +160,14 @@ class AALRCallback(pl.Callback):
         # on the module's device; and (sum, count, epoch) over all ranks from a checkpoint
         self._epoch_totals: torch.Tensor | None = None
         self._totals_epoch = -1
-        self._carried: tuple[float, float, int] | None = None
+        self._carried: _Carried | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # A callback reused for another fit starts clean: Lightning restores a checkpoint's state after
+        # setup, into _pending_state, which on_train_start loads into the tuner it builds.
+        if stage == "fit":
+            self.tuner, self._pending_state = None, None
+            self._epoch_totals, self._totals_epoch, self._carried = None, -1, None
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -177,12 +195,14 @@ class AALRCallback(pl.Callback):
     ) -> None:
         if self.monitor is not None:
             return
+        if self._epoch_totals is None or self._totals_epoch != trainer.current_epoch:
+            # made on every rank at every batch, even one without a loss, so that on_save_checkpoint's
+            # decision to reduce is the same on all ranks
+            self._epoch_totals = _accumulator(pl_module.device)
+            self._totals_epoch = trainer.current_epoch
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is None:  # training_step skipped this batch (returned None)
             return
-        if self._epoch_totals is None or self._totals_epoch != trainer.current_epoch:
-            self._epoch_totals = _accumulator(pl_module.device)
-            self._totals_epoch = trainer.current_epoch
         size = _batch_size(batch, outputs)
         # Lightning divides the loss it hands on by accumulate_grad_batches (its documented behaviour)
         scale = size * trainer.accumulate_grad_batches if pl_module.automatic_optimization else size
@@ -209,6 +229,7 @@ class AALRCallback(pl.Callback):
                 )
             self.tuner.step(total / count)
             return
+        self._carried = None
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             raise ValueError(
@@ -230,6 +251,8 @@ class AALRCallback(pl.Callback):
         total, count = self._global_totals(trainer, pl_module)
         state["epoch_loss_totals"] = [total, count]
         state["epoch_loss_epoch"] = trainer.current_epoch
+        if self.tuner is not None:
+            state["epoch_loss_tuner_epoch"] = self.tuner.policy.epoch
 
     def _mid_epoch(self, trainer: pl.Trainer) -> bool:
         return self._epoch_totals is not None and self._totals_epoch == trainer.current_epoch
@@ -237,12 +260,12 @@ class AALRCallback(pl.Callback):
     def _global_totals(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
         """This epoch's (loss sum, sample count) over all ranks, with what a checkpoint carried in."""
         local = self._epoch_totals if self._mid_epoch(trainer) else None
-        totals = trainer.strategy.reduce(  # every rank calls this
-            local if local is not None else _accumulator(pl_module.device), reduce_op="sum"
+        totals = trainer.strategy.reduce(  # every rank calls this; DDP's all_reduce works in place: a copy
+            local.clone() if local is not None else _accumulator(pl_module.device), reduce_op="sum"
         )
         total, count = float(totals[0].item()), float(totals[1].item())
-        if self._carried is not None and self._carried[2] == trainer.current_epoch:
-            total, count = total + self._carried[0], count + self._carried[1]
+        if self._carried is not None and self._carried.epoch == trainer.current_epoch:
+            total, count = total + self._carried.total, count + self._carried.samples
         return total, count
 
     def _step_a_finished_epoch_from_the_checkpoint(self, trainer: pl.Trainer) -> None:
@@ -250,13 +273,19 @@ class AALRCallback(pl.Callback):
         landing there) holds that epoch's whole sum, and Lightning resumes with the next epoch without
         ending this one: take the step it missed. A sum of the epoch that resumes waits for its end."""
         carried, self._carried = self._carried, None
-        if carried is None or self.tuner is None:
+        if carried is None or self.tuner is None or self.monitor is not None:
             return
-        total, count, epoch = carried
-        if epoch == trainer.current_epoch:
+        # the tuner's own epoch count when the sum was saved (older states: Lightning's epoch, which equals
+        # it unless AALR joined the run late)
+        owed_at = carried.epoch if carried.tuner_epoch is None else carried.tuner_epoch
+        if carried.epoch == trainer.current_epoch:
             self._carried = carried
-        elif epoch < trainer.current_epoch and self.tuner.policy.epoch == epoch and count > 0:
-            self.tuner.step(total / count)
+        elif (
+            carried.epoch < trainer.current_epoch
+            and self.tuner.policy.epoch == owed_at
+            and carried.samples > 0
+        ):
+            self.tuner.step(carried.total / carried.samples)
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -269,14 +298,18 @@ class AALRCallback(pl.Callback):
             state["tuner"] = self._pending_state
         if not state:
             return state
+        tuner_epoch = None if self.tuner is None else self.tuner.policy.epoch
         if self._epoch_totals is not None:
             total, count = (float(v) for v in self._epoch_totals.detach().cpu().tolist())
-            if self._carried is not None and self._carried[2] == self._totals_epoch:
-                total, count = total + self._carried[0], count + self._carried[1]
+            if self._carried is not None and self._carried.epoch == self._totals_epoch:
+                total, count = total + self._carried.total, count + self._carried.samples
             state["epoch_loss_totals"], state["epoch_loss_epoch"] = [total, count], self._totals_epoch
         elif self._carried is not None:
-            state["epoch_loss_totals"] = list(self._carried[:2])
-            state["epoch_loss_epoch"] = self._carried[2]
+            state["epoch_loss_totals"] = [self._carried.total, self._carried.samples]
+            state["epoch_loss_epoch"] = self._carried.epoch
+            tuner_epoch = self._carried.tuner_epoch
+        if "epoch_loss_totals" in state and tuner_epoch is not None:
+            state["epoch_loss_tuner_epoch"] = tuner_epoch
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -288,8 +321,13 @@ class AALRCallback(pl.Callback):
                 f"with keys {sorted(state_dict) if isinstance(state_dict, Mapping) else []}"
             )
         totals, epoch = state_dict.get("epoch_loss_totals"), state_dict.get("epoch_loss_epoch", -1)
+        tuner_epoch = state_dict.get("epoch_loss_tuner_epoch")
         if totals is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
             raise ValueError(f"AALRCallback state: epoch_loss_epoch must be an int, got {epoch!r}")
+        if tuner_epoch is not None and (isinstance(tuner_epoch, bool) or not isinstance(tuner_epoch, int)):
+            raise ValueError(
+                f"AALRCallback state: epoch_loss_tuner_epoch must be an int, got {tuner_epoch!r}"
+            )
         if totals is not None and not (
             isinstance(totals, (list, tuple))
             and len(totals) == 2
@@ -305,7 +343,9 @@ class AALRCallback(pl.Callback):
             self._pending_state = state_dict["tuner"]
         # the sum over all ranks so far: added once, after this epoch's own sums are reduced
         self._epoch_totals = None
-        self._carried = None if totals is None else (float(totals[0]), float(totals[1]), epoch)
+        self._carried = (
+            None if totals is None else _Carried(float(totals[0]), float(totals[1]), epoch, tuner_epoch)
+        )
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
