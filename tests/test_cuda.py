@@ -70,21 +70,7 @@ def test_snapshots_take_no_gpu_memory():
     assert torch.cuda.memory_allocated() - before < 2**20  # the copies live on the host
 
 
-def write_cifar10(root, n_train: int = 512, n_test: int = 256) -> None:
-    folder = root / "cifar-10-batches-bin"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, n in [
-        *[(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)],
-        ("test_batch.bin", n_test),
-    ]:
-        labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
-        # class-dependent brightness so that the task is learnable
-        pixels = (rng.integers(0, 128, size=(n, 3072)) + labels * 12).astype(np.uint8)
-        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
-
-
-def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch):
+def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch, write_cifar10):
     from aalr.harness import train as train_module
 
     seen = {"autocast": False, "channels_last": False}

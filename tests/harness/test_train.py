@@ -400,24 +400,9 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
 
 
-def write_small_cifar10(root: Path, n_train: int = 80, n_test: int = 40) -> None:
-    import numpy as np
-
-    folder = root / "cifar-10-batches-bin"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, n in [
-        *[(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)],
-        ("test_batch.bin", n_test),
-    ]:
-        labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
-        pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
-
-
-def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path):
+def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path, write_cifar10):
     # 3 channels, so the layout is unambiguous; crop, flip, cutout and random erasing, then FGSM training
-    write_small_cifar10(tmp_path / "data")
+    write_cifar10(tmp_path / "data", n_train=80, n_test=40)
     layouts = []
 
     def record(module, inputs):
