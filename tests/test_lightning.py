@@ -539,3 +539,29 @@ def test_ddp_ranks_step_on_the_mean_loss_over_all_ranks(tmp_path):
     for record, (sum0, n0), (sum1, n1) in zip(rank0["history"], rank0["sums"], rank1["sums"], strict=True):
         assert sum0 / n0 != pytest.approx(sum1 / n1)  # the ranks saw different data
         assert record["loss"] == pytest.approx((sum0 + sum1) / (n0 + n1), rel=1e-6)
+
+
+class ManualSkipping(Manual):
+    """Manual optimization that returns its loss, except rank 0 for each epoch's first batch."""
+
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)  # trains (every rank takes part in the gradient sync)
+        loss = F.cross_entropy(self.net(batch[0]), batch[1]).detach()
+        return None if (self.global_rank == 0 and batch_idx == 0) else loss
+
+
+@pytest.mark.slow
+def test_ddp_a_rank_without_a_loss_for_a_batch_does_not_stall_a_checkpoint(tmp_path):
+    # on_save_checkpoint reduces over ranks mid-epoch; a rank that skipped its batch must join in, or the
+    # other waits for ever (here: until the 60 s timeout, which fails the test)
+    from datetime import timedelta
+
+    callback = AALRCallback(initial_loss=1.2, phase1_patience=2)
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1
+    )
+    strategy = pl.strategies.DDPStrategy(start_method="spawn", timeout=timedelta(seconds=60))
+    fit(ManualSkipping(), [callback, DumpHistory(callback, tmp_path), checkpoints], epochs=2, devices=2,
+        strategy=strategy)  # fmt: skip
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(rank0["history"]) == 2 and rank0["history"] == rank1["history"]
