@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import math
 
@@ -197,14 +198,23 @@ def test_each_group_lr_is_exactly_its_own_start_times_a_power_of_two():
     assert seen == [1, 1, 2, 1, 0] and optimizer.param_groups[1]["lr"] == 0.3
     assert tuner.lr_ratios == [1.0, 0.3 / 0.1]
     state = tuner.state_dict()
-    assert state["group_eta0"] == [0.1, 0.3]
-    old = {key: value for key, value in state.items() if key != "group_eta0"}  # saved before it existed
+    assert state["group_eta0"] == [0.1, 0.3] and "eta0" not in state and "lr_ratios" not in state
+    # a state saved before group_eta0 existed kept eta0 and the ratios
+    old = {**{k: v for k, v in state.items() if k != "group_eta0"}, "eta0": 0.1, "lr_ratios": [1.0, 3.0]}
     other = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
     other.load_state_dict(old)
     assert other.group_eta0 == pytest.approx([0.1, 0.3], rel=1e-15)
-    for bad in ([0.1], [0.0, 5.0], [0.1, 0.5]):  # too short, group 0 is not eta0, another ratio
-        with pytest.raises(ValueError, match=r"group_eta0 must be 2 finite numbers >= 0 .*got \["):
-            other.load_state_dict({**state, "group_eta0": bad})
+    rule = r"group_eta0 .* must be a list of finite numbers >= 0, the first > 0, got "
+    cases = {
+        "[0.0, 5.0]": rule + r"\[0.0, 5.0\]",
+        "[0.1, -1.0]": rule + r"\[0.1, -1.0\]",
+        "[0.1]": r"AALR state has 1 param groups, the optimizer has 2",
+    }
+    for bad, match in cases.items():
+        with pytest.raises(ValueError, match=match):
+            other.load_state_dict({**state, "group_eta0": json.loads(bad)})
+    with pytest.raises(ValueError, match=r"missing keys \['group_eta0'\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "group_eta0"})
     assert other.group_eta0 == pytest.approx([0.1, 0.3], rel=1e-15)  # nothing changed
 
 
@@ -457,7 +467,7 @@ def test_load_state_dict_errors():
     with pytest.raises(ValueError, match="format 99"):
         tuner.load_state_dict({**state, "format": 99})
     with pytest.raises(ValueError, match="2 param groups, the optimizer has 1"):
-        tuner.load_state_dict({**state, "lr_ratios": [1.0, 0.5]})
+        tuner.load_state_dict({**state, "group_eta0": [0.1, 0.05]})
 
 
 def test_public_api():
@@ -527,7 +537,10 @@ def _bad_states(good: dict) -> dict[str, tuple[dict, str]]:
             {k: v for k, v in good.items() if k != "snapshots"},
             r"missing keys \['snapshots'\]",
         ),
-        "eta0": ({**good, "eta0": "x"}, r"eta0 must be a finite number > 0, got 'x'"),
+        "eta0": (  # a state in the format from before group_eta0
+            {**{k: v for k, v in good.items() if k != "group_eta0"}, "eta0": "x", "lr_ratios": [1.0]},
+            r"eta0 must be a finite number > 0, got 'x'",
+        ),
         "history": ({**good, "history": None}, "history must be a list of dicts"),
         "phase": ({**good, "policy": {**good["policy"], "phase": 7}}, "phase must be 1 or 2, got 7"),
         "patience": (

@@ -128,7 +128,6 @@ class AALR:
         self.model = model
         self.optimizer = optimizer
         self.policy = AALRPolicy(initial_loss=loss0, config=config)
-        self.eta0 = lrs[0]
         # each group's own starting LR: its LR is group_eta0 * 2**k (* the finish's scale), which keeps
         # the groups' ratios and, unlike lr * ratio, is exact (no 0.30000000000000004)
         self.group_eta0 = list(lrs)
@@ -143,6 +142,11 @@ class AALR:
     @property
     def config(self) -> AALRConfig:
         return self.policy.config
+
+    @property
+    def eta0(self) -> float:
+        """Param group 0's starting LR."""
+        return self.group_eta0[0]
 
     @property
     def lr(self) -> float:
@@ -277,8 +281,6 @@ class AALR:
         """
         return {
             "format": STATE_FORMAT,
-            "eta0": self.eta0,
-            "lr_ratios": self.lr_ratios,
             "group_eta0": list(self.group_eta0),
             "policy": self.policy.state_dict(),
             "history": [dict(record) for record in self.history],
@@ -294,37 +296,26 @@ class AALR:
                 f"AALR state has format {state.get('format')!r}; this version reads {STATE_FORMAT}"
             )
         # Check everything first, change nothing until all of it is known to be good.
-        missing = [key for key in ("eta0", "lr_ratios", "policy", "history", "snapshots") if key not in state]
+        missing = [key for key in ("policy", "history", "snapshots") if key not in state]
+        if "group_eta0" not in state and not {"eta0", "lr_ratios"} <= set(state):
+            missing.insert(0, "group_eta0")
         if missing:
             raise ValueError(f"AALR state is missing keys {missing}; have {sorted(state)}")
-        ratios = state["lr_ratios"]
-        if not isinstance(ratios, list | tuple) or not all(is_finite_real(r) and r >= 0 for r in ratios):
-            raise ValueError(f"AALR state: lr_ratios must be a list of finite numbers >= 0, got {ratios!r}")
-        ratios = [float(r) for r in ratios]
-        if len(ratios) != len(self.optimizer.param_groups):
-            raise ValueError(
-                f"AALR state has {len(ratios)} param groups, "
-                f"the optimizer has {len(self.optimizer.param_groups)}"
-            )
-        eta0 = state["eta0"]
-        if not (is_finite_real(eta0) and eta0 > 0):
-            raise ValueError(f"AALR state: eta0 must be a finite number > 0, got {eta0!r}")
-        group_eta0 = state.get("group_eta0")  # absent in states saved before it existed
-        if group_eta0 is None:
-            group_eta0 = [float(eta0) * ratio for ratio in ratios]
-        elif (
+        group_eta0 = state["group_eta0"] if "group_eta0" in state else _group_eta0_of_old_state(state)
+        if (
             not isinstance(group_eta0, list | tuple)
-            or len(group_eta0) != len(ratios)
+            or not group_eta0
             or not all(is_finite_real(lr) and lr >= 0 for lr in group_eta0)
-            or group_eta0[0] != eta0
-            or not all(
-                math.isclose(lr / eta0, r, rel_tol=1e-9) for lr, r in zip(group_eta0, ratios, strict=True)
-            )
+            or group_eta0[0] == 0
         ):
             raise ValueError(
-                f"AALR state: group_eta0 must be {len(ratios)} finite numbers >= 0 (one per param group), "
-                f"the first equal to eta0 ({eta0!r}), in the ratios lr_ratios ({ratios!r}); "
-                f"got {group_eta0!r}"
+                "AALR state: group_eta0 (each param group's starting LR) must be a list of finite numbers "
+                f">= 0, the first > 0, got {group_eta0!r}"
+            )
+        if len(group_eta0) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"AALR state has {len(group_eta0)} param groups, "
+                f"the optimizer has {len(self.optimizer.param_groups)}"
             )
         history = state["history"]
         if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
@@ -356,7 +347,6 @@ class AALR:
             )
         copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
         self.policy = policy  # the checked copy; nothing can fail from here on
-        self.eta0 = float(eta0)
         self.group_eta0 = [float(lr) for lr in group_eta0]
         self.history = [dict(record) for record in history]
         for name in self.snapshots.names():
@@ -397,3 +387,13 @@ class AALR:
             raise ValueError(
                 f"AALR state: snapshot {name!r}'s optimizer state does not match the optimizer's param groups"
             )
+
+
+def _group_eta0_of_old_state(state: dict[str, Any]) -> list[float]:
+    """States saved before ``group_eta0`` kept ``eta0`` and each group's ratio to it."""
+    eta0, ratios = state["eta0"], state["lr_ratios"]
+    if not (is_finite_real(eta0) and eta0 > 0):
+        raise ValueError(f"AALR state: eta0 must be a finite number > 0, got {eta0!r}")
+    if not isinstance(ratios, list | tuple) or not all(is_finite_real(r) and r >= 0 for r in ratios):
+        raise ValueError(f"AALR state: lr_ratios must be a list of finite numbers >= 0, got {ratios!r}")
+    return [float(eta0) * float(ratio) for ratio in ratios]
