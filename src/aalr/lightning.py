@@ -263,10 +263,14 @@ class AALRCallback(pl.Callback):
         totals = trainer.strategy.reduce(  # every rank calls this; DDP's all_reduce works in place: a copy
             local.clone() if local is not None else _accumulator(pl_module.device), reduce_op="sum"
         )
-        total, count = float(totals[0].item()), float(totals[1].item())
-        if self._carried is not None and self._carried.epoch == trainer.current_epoch:
-            total, count = total + self._carried.total, count + self._carried.samples
-        return total, count
+        carried_total, carried_samples = self._carried_of(trainer.current_epoch)
+        return float(totals[0].item()) + carried_total, float(totals[1].item()) + carried_samples
+
+    def _carried_of(self, epoch: int) -> tuple[float, float]:
+        """The (sum, sample count) a checkpoint carried in for ``epoch``; zeros for any other epoch."""
+        if self._carried is None or self._carried.epoch != epoch:
+            return 0.0, 0.0
+        return self._carried.total, self._carried.samples
 
     def _step_a_finished_epoch_from_the_checkpoint(self, trainer: pl.Trainer) -> None:
         """A checkpoint saved after an epoch's last batch but before its end (``every_n_train_steps``
@@ -300,10 +304,10 @@ class AALRCallback(pl.Callback):
             return state
         tuner_epoch = None if self.tuner is None else self.tuner.policy.epoch
         if self._epoch_totals is not None:
-            total, count = (float(v) for v in self._epoch_totals.detach().cpu().tolist())
-            if self._carried is not None and self._carried.epoch == self._totals_epoch:
-                total, count = total + self._carried.total, count + self._carried.samples
-            state["epoch_loss_totals"], state["epoch_loss_epoch"] = [total, count], self._totals_epoch
+            local_total, local_samples = self._epoch_totals.detach().cpu().tolist()
+            carried_total, carried_samples = self._carried_of(self._totals_epoch)
+            state["epoch_loss_totals"] = [local_total + carried_total, local_samples + carried_samples]
+            state["epoch_loss_epoch"] = self._totals_epoch
         elif self._carried is not None:
             state["epoch_loss_totals"] = [self._carried.total, self._carried.samples]
             state["epoch_loss_epoch"] = self._carried.epoch

@@ -249,9 +249,9 @@ class AALRPolicy:
         if total is None:
             return False
         if decision.action == "restore_initial" and (not math.isfinite(loss) or stable_before == 0):
-            # A failure with no checkpoint to go back to, on a non-finite epoch or with no stable epoch
-            # since the (re)start: those weights are worse than the initial ones and one epoch at most is
-            # lost, so the restart comes first and the finish starts on the next epoch that allows it.
+            # A failure with no checkpoint to go back to: on a non-finite epoch there are no weights to
+            # keep; with no stable epoch since the (re)start they are worse than the initial ones and one
+            # epoch is lost. So the restart comes first; the finish starts on the next epoch that allows it.
             # (After stable epochs a finite failure starts the finish from the current weights: a
             # restart would throw the stable epochs away.) With a checkpoint, the finish starts on
             # time, from the restored checkpoint and the halved LR.
