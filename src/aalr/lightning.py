@@ -42,6 +42,9 @@ except ImportError:
         ) from error
 
 
+# the installed flavour's (lightning.pytorch or pytorch_lightning) helpers; looked up once, not every batch
+_pl_data = importlib.import_module(pl.__name__ + ".utilities.data")
+
 MAX_EPOCHS = "max_epochs"  # total_epochs="max_epochs": the Trainer's budget
 
 
@@ -433,9 +436,8 @@ def _batch_size(batch: Any, outputs: Any = None) -> int:
                 f"AALRCallback: training_step returned batch_size={given!r}; it must be an int >= 1"
             )
         return given
-    data = importlib.import_module(pl.__name__ + ".utilities.data")  # the installed flavour's
     try:
-        return int(data.extract_batch_size(batch))
+        return int(_pl_data.extract_batch_size(batch))
     except Exception as error:  # Lightning's MisconfigurationException, whose advice is about self.log
         raise ValueError(
             f"AALRCallback cannot tell the batch size of a {type(batch).__name__} batch ({error}); return "
