@@ -83,9 +83,9 @@ def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch, 
 
     real_autocast = train_module._autocast
 
-    def autocast_spy(device):
-        seen["autocast"] = seen["autocast"] or device.type == "cuda"
-        return real_autocast(device)
+    def autocast_spy(device, precision):
+        seen["autocast"] = seen["autocast"] or (device.type == "cuda" and precision == "bf16")
+        return real_autocast(device, precision)
 
     monkeypatch.setattr(train_module, "evaluate", spy)
     monkeypatch.setattr(train_module, "_autocast", autocast_spy)

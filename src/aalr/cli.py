@@ -74,7 +74,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--robust-samples", type=int, default=1000)
     p.add_argument("--out", required=True, help="the run's output directory")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    _add_channels_last(p)
+    _add_numerics(p, default="auto")
     p.add_argument("--data-dir", default=None)
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -82,7 +82,15 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _add_channels_last(p: argparse.ArgumentParser) -> None:
+def _add_numerics(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    """--precision and --channels-last: how the model step runs (they may change on --resume)."""
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),  # train.PRECISIONS; cli imports no torch to build its parser
+        default=default,
+        help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; bf16: bf16 autocast also on the CPU "
+        "(fast where it has AVX512-BF16 or AMX; changes results); fp32: never",
+    )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -120,6 +128,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
         "robust_every": args.robust_every,
         "robust_samples": args.robust_samples,
         "device": args.device,
+        "precision": args.precision,
         "channels_last": args.channels_last,
         "data_dir": args.data_dir,
         "progress": not args.no_progress,
@@ -179,6 +188,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"progress": not args.no_progress}
     if args.device:
         overrides["device"] = args.device
+    if args.precision is not None:
+        overrides["precision"] = args.precision
     if args.channels_last is not None:
         overrides["channels_last"] = args.channels_last
     if args.data_dir:
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--only", default=None, help="only the runs of this experiment (or method)")
     p.add_argument("--device", default=None)
-    _add_channels_last(p)
+    _add_numerics(p, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("report", help="tables and plots from finished runs")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -274,10 +276,9 @@ def test_cli_compare_report_and_list(tmp_path, capsys):
     assert (out / "tiny" / "sgdr" / "seed0" / "metrics.jsonl").read_text() == before
     other = tmp_path / "other"
     argv = ["compare", "--suite", str(suite), "--out", str(other), "--no-progress", "--only", "sgdr"]
-    assert main([*argv, "--channels-last"]) == 0
-    assert (
-        json.loads((other / "tiny" / "sgdr" / "seed0" / "config.json").read_text())["channels_last"] is True
-    )
+    assert main([*argv, "--channels-last", "--precision", "bf16"]) == 0
+    saved = json.loads((other / "tiny" / "sgdr" / "seed0" / "config.json").read_text())
+    assert saved["channels_last"] is True and saved["precision"] == "bf16"
     assert main(["report", str(out)]) == 0
     assert "| aalr-plus |" in capsys.readouterr().out
     assert main(["list"]) == 0
@@ -398,6 +399,68 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--channels-last", "--out"]
     assert main([*argv, str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("auto", torch.float32), ("fp32", torch.float32),
+                                                      ("bf16", torch.bfloat16)])  # fmt: skip
+def test_bf16_on_the_cpu_only_when_asked_in_every_forward_pass(tmp_path, precision, expected):
+    seen = []  # (training?, dtype of the first convolution's output)
+    from aalr.harness import models
+
+    real_build = models.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda module, inputs, out: seen.append((module.training, out.dtype)))
+        return model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "build_model", build)
+        summary = run({**DIGITS_CNN, "precision": precision}, tmp_path / "r")
+    assert summary["status"] == "finished"
+    # the initial loss, the training steps, the test passes: all in the run's precision
+    assert any(training for training, _ in seen) and any(not training for training, _ in seen)
+    assert {dtype for _, dtype in seen} == {expected}
+    rows = metrics(tmp_path / "r")
+    assert all(isinstance(r["train_loss"], float) and math.isfinite(r["train_loss"]) for r in rows)
+
+
+def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path):
+    plain = run({**DIGITS_CNN, "epochs": 3}, tmp_path / "plain")
+    bf16 = run({**DIGITS_CNN, "epochs": 3, "precision": "bf16"}, tmp_path / "bf16")
+    losses = [[r["train_loss"] for r in metrics(tmp_path / name)] for name in ("plain", "bf16")]
+    assert losses[0] != losses[1]  # a different computation, not a label
+    assert losses[0][0] == pytest.approx(losses[1][0], rel=0.02)  # later epochs drift apart, as runs do
+    assert abs(plain["final_test_acc"] - bf16["final_test_acc"]) <= 0.05
+    out = tmp_path / "resumed"
+    run({**DIGITS_CNN, "epochs": 1}, out)
+    assert run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, out, resume=True)["epochs"] == 1  # allowed
+
+
+def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
+    with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
+        train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
+    assert train_module.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert train_module.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert train_module.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--out"]
+    assert main([*argv, str(tmp_path / "cli"), "--precision", "bf16"]) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["precision"] == "bf16"
+    with pytest.raises(SystemExit) as info:
+        main([*argv, str(tmp_path / "bad"), "--precision", "fp16"])
+    assert info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, tmp_path / "r")
+    assert "bf16 on a CPU without bf16 instructions is emulated" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        run({**DIGITS_CNN, "epochs": 1}, tmp_path / "fp32")
+    assert "emulated" not in caplog.text
 
 
 def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path, write_cifar10):

@@ -53,9 +53,10 @@ STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
 # Settings that may differ between a run and its resumption (where and how, not what).
 RESUMABLE_DIFFERENCES = frozenset(
-    {"device", "channels_last", "data_dir", "progress", "resume", "force", "out"}
+    {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
 GRID_METHODS = ("step", "const")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class RunError(ValueError):
@@ -89,6 +90,10 @@ class TrainConfig:
     robust_every: int = 1  # evaluate robust accuracy every N epochs (and always at the last)
     robust_samples: int | None = 1000  # test samples used for robust accuracy (None: all)
     device: str = "auto"
+    # "auto": bf16 autocast on CUDA, fp32 on the CPU; "bf16": bf16 autocast also on the CPU (weights,
+    # optimizer state and the loss stay fp32), fast where the CPU has bf16 instructions (AVX512-BF16,
+    # AMX) and an option, so that runs made before it keep their numbers; "fp32": never autocast
+    precision: str = "auto"
     # image models in channels_last memory format: None (auto) on CUDA only; True also on the CPU, where
     # oneDNN's convolutions made the model step 1.17-1.37x faster for fmnist-cnn and 1.28x for resnet20 in
     # fp32 here (an option, so that runs made before it keep their numbers); False never
@@ -198,6 +203,8 @@ def validate(config: TrainConfig) -> None:
         _positive_int("train_subset", config.train_subset)
     if config.channels_last is not None and not isinstance(config.channels_last, bool):
         raise RunError(f"channels_last must be true, false or null (auto), got {config.channels_last!r}")
+    if config.precision not in PRECISIONS:
+        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.loss_pass not in ("batches", "full"):
         raise RunError(f"loss_pass must be 'batches' or 'full', got {config.loss_pass!r}")
     if not isinstance(config.device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", config.device):
@@ -584,9 +591,27 @@ def _load_data(config: TrainConfig) -> Any:
         return load_dataset(config.dataset, config.data_dir)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "fp32" or "bf16": what a run with ``precision`` (one of :data:`PRECISIONS`) does on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (oneDNN's check: AVX512-BF16 or AMX); elsewhere it is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op; a build without it runs bf16 the slow way
+        return False
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` when ``precision`` (resolved, see :func:`resolve_precision`) says so."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -611,10 +636,12 @@ def refresh_batchnorm(
     device: torch.device,
     batch_size: int,
     batches: int = BN_REFRESH_BATCHES,
+    precision: str = "auto",
 ) -> bool:
     """Recompute BatchNorm running statistics at the model's current weights from the first
-    ``batches`` training batches, in a fixed order (no random numbers drawn). Only the BatchNorm
-    layers run in train mode (dropout stays off). Returns False, doing nothing, without BatchNorm."""
+    ``batches`` training batches, in a fixed order (no random numbers drawn), in the run's ``precision``.
+    Only the BatchNorm layers run in train mode (dropout stays off). Returns False, doing nothing, without
+    BatchNorm."""
     norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
     if not norms:
         return False
@@ -622,7 +649,7 @@ def refresh_batchnorm(
     model.eval()
     for norm in norms:
         norm.train()
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, resolve_precision(precision, device)):
         for start in range(0, min(len(x), batches * batch_size), batch_size):
             xb = prepare(x[start : start + batch_size])
             model(xb)
@@ -637,13 +664,15 @@ def evaluate(
     prepare: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     batch_size: int = 1024,
+    precision: str = "auto",
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y); ``prepare`` makes a
-    stored batch what the model takes (float, and channels_last where the run uses it)."""
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y), in the run's
+    ``precision``; ``prepare`` makes a stored batch what the model takes (float, and channels_last where
+    the run uses it)."""
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, resolve_precision(precision, device)):
         for start in range(0, len(x), batch_size):
             xb = prepare(x[start : start + batch_size])
             yb = y[start : start + batch_size]
@@ -852,6 +881,9 @@ def _train(
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    precision = resolve_precision(config.precision, device)
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        log.warning("bf16 on a CPU without bf16 instructions is emulated and may be slower than fp32")
     augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
     train_attack = training_attack(config) if config.adversarial else None
     generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
@@ -875,7 +907,7 @@ def _train(
     checkpoint = _load_checkpoint_on_every_rank(out) if resume else None
     initial_loss = None
     if checkpoint is None:
-        initial_loss = _initial_loss(model, ds, prepare, device, train_attack, device_generator)
+        initial_loss = _initial_loss(model, ds, prepare, device, precision, train_attack, device_generator)
     method = build_method(
         config.method,
         model,
@@ -918,7 +950,7 @@ def _train(
     def evaluation_weights() -> None:
         method.eval_mode()
         if method.refresh_batchnorm:
-            refresh_batchnorm(model, ds.x_train, prepare, device, batch_size)
+            refresh_batchnorm(model, ds.x_train, prepare, device, batch_size, precision=precision)
 
     bar = _progress(config, start_epoch)
     started = time.perf_counter()
@@ -941,7 +973,7 @@ def _train(
             if train_attack is not None:
                 xb = attack(model, xb, yb, train_attack, generator=device_generator)
             method.optimizer.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with _autocast(device, precision):
                 loss = F.cross_entropy(train_model(xb).float(), yb)
             loss.backward()
             method.optimizer.step()
@@ -951,13 +983,13 @@ def _train(
         distributed.sync_buffers(model)
         if config.loss_pass == "full":
             evaluation_weights()
-            train_loss, _ = evaluate(model, ds.x_train, ds.y_train, prepare, device)
+            train_loss, _ = evaluate(model, ds.x_train, ds.y_train, prepare, device, precision=precision)
         decision = method.end_epoch(train_loss)
         if config.loss_pass == "full":  # BatchNorm was refreshed for the full pass; a method that refreshes
             method.eval_mode()  # it (schedule-free) does not move the weights at end_epoch
         else:
             evaluation_weights()
-        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, prepare, device)
+        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, prepare, device, precision=precision)
         row: dict[str, Any] = {
             "epoch": epoch,
             "lr": lr_used,
@@ -1056,6 +1088,7 @@ def _initial_loss(
     ds: Any,
     prepare: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
+    precision: str,
     train_attack: Any,
     generator: torch.Generator,
 ) -> float:
@@ -1072,7 +1105,7 @@ def _initial_loss(
         yb = ds.y_train[start : start + 1024]
         if train_attack is not None:
             xb = attack(model, xb, yb, train_attack, generator=generator)
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), _autocast(device, precision):
             total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
     return total / len(ds.x_train)
 
