@@ -6,12 +6,16 @@ ratios (medians), with the git commit. Timings on a shared machine are noisy: re
 rates.
 
 - ours: the data stay on the device as uint8 tensors; each batch is indexed from a shuffled order,
-  becomes float there, and is augmented as a whole batch (aalr.harness.augment); on CUDA also bf16
-  autocast and channels_last (what aalr.harness.train does; ``--channels-last`` also on the CPU, as
-  the harness's ``--channels-last``).
+  becomes float there, and is augmented as a whole batch (aalr.harness.augment); in the harness's
+  numerics: ``--precision`` (auto: bf16 autocast on CUDA, fp32 on the CPU; bf16: also on the CPU) and
+  channels_last (always on CUDA; ``--channels-last`` also on the CPU), as the harness's options of those
+  names.
 - bound: the model step alone, on one batch made before the clock starts, as many steps as an epoch
-  (same precision and memory format as ours). No loop that feeds data can beat it, so bound /
-  conventional is the most any data pipeline could gain over the conventional one on this machine.
+  (same precision and memory format as ours). No loop that feeds data can beat it.
+- bound-default: the same in the conventional loops' numerics (fp32, default memory format); it runs
+  when ours' numerics differ from those. bound / bound-default is what ours' numerics buy on the model
+  step; bound-default / conventional is the most any data pipeline could gain over the conventional one
+  on this machine in the same numerics.
 - conventional, tensor: a torch DataLoader over the uint8 data with per-sample transforms (to float,
   the same augmentation applied one sample at a time), ``--workers`` worker processes (default 2),
   pinned memory and a host-to-device copy per batch on CUDA, fp32, the model in PyTorch's default
@@ -40,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from aalr.harness.augment import Augment, augment_for
 from aalr.harness.models import build_model
-from aalr.harness.train import git_commit
+from aalr.harness.train import PRECISIONS, git_commit, resolve_precision
 from overhead import sync  # the benchmarks share their small helpers
 
 
@@ -89,13 +93,13 @@ class PerSamplePIL(PerSample):
         return self.augment(sample)[0], self.y[index]
 
 
-def _precision(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def _step(model: torch.nn.Module, optimizer: Any, xb: torch.Tensor, yb: torch.Tensor, bf16: bool) -> None:
     optimizer.zero_grad(set_to_none=True)
-    with _precision(xb.device, bf16):
+    with _autocast(xb.device, bf16):
         loss = F.cross_entropy(model(xb).float(), yb)
     loss.backward()
     optimizer.step()
@@ -157,7 +161,7 @@ def conventional(
 
 LOOPS = {
     "bound": "model step alone, no data work (the ceiling)",
-    "bound-default": "model step alone, default memory format (with --channels-last: the layout's gain)",
+    "bound-default": "model step alone, fp32 and default memory format (the conventional loops' numerics)",
     "ours": "ours (on-device uint8, batched augmentation)",
     "tensor": "conventional, tensor (DataLoader, per-sample transforms)",
     "pil": "conventional, PIL (DataLoader, per-sample transforms through PIL, as torchvision)",
@@ -181,10 +185,11 @@ def main() -> None:
         "--random-erasing", type=float, default=0.0, help="probability, in all loops (section 5.5 uses 0.5)"
     )
     parser.add_argument(
-        "--cpu-bf16",
-        action="store_true",
-        help="on the CPU, run ours and the bound under bf16 autocast (the harness trains in fp32 on the "
-        "CPU; this shows what lower precision would buy, against the fp32 conventional loops)",
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="ours and the bound, as the harness's --precision: auto (bf16 autocast on CUDA, fp32 on the "
+        "CPU), fp32, or bf16 (also on the CPU); the DataLoader loops stay fp32",
     )
     parser.add_argument(
         "--channels-last",
@@ -196,12 +201,15 @@ def main() -> None:
         "--loops",
         default=None,
         help=f"comma-separated, from {', '.join(LOOPS)} (ours always runs; default: all, bound-default "
-        "only with --channels-last); the PIL loop needs Pillow",
+        "only when ours runs in other numerics than fp32 and the default format); the PIL loop needs Pillow",
     )
     parser.add_argument("--out", default=None, help="also write the result as a Markdown table here")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    bf16 = resolve_precision(args.precision, device) == "bf16"
+    channels_last = device.type == "cuda" or args.channels_last
     if args.loops is None:
-        args.loops = ",".join(name for name in LOOPS if name != "bound-default" or args.channels_last)
+        args.loops = ",".join(name for name in LOOPS if name != "bound-default" or bf16 or channels_last)
     chosen = {name.strip() for name in args.loops.split(",") if name.strip()} | {"ours"}
     if unknown := sorted(chosen - set(LOOPS)):
         parser.error(f"--loops: unknown loop(s) {unknown}; choose from {', '.join(LOOPS)}")
@@ -213,9 +221,6 @@ def main() -> None:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.samples < args.batch_size:
         parser.error(f"--samples ({args.samples}) must be at least --batch-size ({args.batch_size})")
-    device = torch.device(args.device)
-    bf16 = device.type == "cuda" or args.cpu_bf16
-    channels_last = device.type == "cuda" or args.channels_last
     x, y, augment = load(args.data, args.samples, args.random_erasing)
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), mean=None, std=None).to(
         device
@@ -244,6 +249,7 @@ def main() -> None:
     ours(
         model, optimizer, x_dev[:warm], y_dev[:warm], augment, args.batch_size, generator, bf16, channels_last
     )
+    bound(plain, plain_optimizer, x_dev[:warm], y_dev[:warm], args.batch_size, False, False)
     rates: dict[str, list[float]] = {name: [] for name in loops}
     for repeat in range(args.repeats):
         order = loops if repeat % 2 == 0 else loops[::-1]
@@ -257,16 +263,16 @@ def main() -> None:
             elif name == "bound":
                 seen = bound(model, optimizer, x_dev, y_dev, args.batch_size, bf16, channels_last)
             elif name == "bound-default":
-                seen = bound(plain, plain_optimizer, x_dev, y_dev, args.batch_size, bf16, False)
+                seen = bound(plain, plain_optimizer, x_dev, y_dev, args.batch_size, False, False)
             else:
                 seen = conventional(plain, plain_optimizer, loaders[name], device)
             sync(device)
             rates[name].append(seen / (time.perf_counter() - start))
     rate = {name: statistics.median(values) for name, values in rates.items()}
     commit = git_commit()[:7]
-    precision = "bf16 autocast for ours and the bound, fp32 for the DataLoader loops" if bf16 else "fp32"
+    precision = "bf16 autocast for ours and the bound, fp32 for the other loops" if bf16 else "fp32"
     if channels_last:
-        precision += ", channels_last for ours and the bound, contiguous for the DataLoader loops"
+        precision += ", channels_last for ours and the bound, contiguous for the other loops"
     lines = [
         f"throughput, commit {commit or 'unknown'}, torch {torch.__version__}, device {device}, "
         f"model {args.model}, data {args.data}, random erasing {args.random_erasing:g}, "
@@ -286,9 +292,13 @@ def main() -> None:
             lines.append(f"{label} / conventional: {ratios}")
     if "bound" in rate:
         lines.append(f"ours reaches {rate['ours'] / rate['bound']:.2f} of the ceiling")
-    if "bound" in rate and "bound-default" in rate and channels_last:
+    if "bound" in rate and "bound-default" in rate:
+        numerics = " and ".join(["bf16"] * bf16 + ["channels_last"] * channels_last) or "fp32, default format"
         gain = rate["bound"] / rate["bound-default"]
-        lines.append(f"channels_last / default memory format, model step alone: {gain:.2f}")
+        lines.append(f"model step alone, {numerics} / fp32 in the default format: {gain:.2f}")
+    if "bound-default" in rate and conventional_loops:
+        ratios = ", ".join(f"{rate['bound-default'] / rate[n]:.2f} ({NAMES[n]})" for n in conventional_loops)
+        lines.append(f"ceiling in fp32, default format / conventional (a data pipeline's most): {ratios}")
     print("\n".join(lines))
     if args.out:
         with open(args.out, "a") as handle:

@@ -113,9 +113,21 @@ def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert "channels_last for ours and the bound, contiguous for the DataLoader loops" in layout
-    assert "ours reaches" in layout and "channels_last / default memory format, model step alone: " in layout
-    assert "| model step alone, default memory format" in layout
+    assert "fp32, channels_last for ours and the bound, contiguous for the other loops" in layout
+    assert "ours reaches" in layout
+    assert "model step alone, channels_last / fp32 in the default format: " in layout
+    assert "| model step alone, fp32 and default memory format" in layout
+    assert "ceiling in fp32, default format / conventional (a data pipeline's most): " in layout
+    both = subprocess.run(  # bf16 on the CPU, as the harness's --precision bf16
+        [sys.executable, script, *args, "--precision", "bf16"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "bf16 autocast for ours and the bound, fp32 for the other loops" in both
+    assert "model step alone, bf16 / fp32 in the default format: " in both
+    assert "| model step alone, fp32 and default memory format" in both  # added by itself: other numerics
+    assert "fp32 and default memory format" not in out and "a data pipeline's most" not in out  # fp32 default
     unknown = subprocess.run(
         [sys.executable, script, *args, "--loops", "ours,dali"], capture_output=True, text=True, check=False
     )
