@@ -306,6 +306,28 @@ def test_markdown_has_one_table_per_experiment(results: Path) -> None:
     assert "†" not in text.split("## e2")[1].split("- Accuracies")[0]
 
 
+def test_heading_says_how_the_runs_computed_where_they_recorded_it(results: Path) -> None:
+    assert "computed in" not in to_markdown(summarize(collect(results)))  # older runs: nothing claimed
+    ways = {"numerics": ["cpu fp32", "cpu bf16 channels_last"]}  # resumed in other numerics
+    make_run(results, "e2", "aalr", 0, final=0.6, peak=0.7, summary=ways)
+    make_run(results, "e2", "aalr", 1, final=0.6, peak=0.7, summary={"numerics": ["cpu fp32"]})
+    make_run(results, "e2", "sgdr", 0, final=0.6, peak=0.7)  # made before runs recorded it
+    summary = summarize(collect(results))
+    e2_aalr = next(e for e in summary if e["experiment"] == "e2" and e["method"] == "aalr")
+    assert (
+        e2_aalr["numerics"] == ["cpu fp32", "cpu bf16 channels_last"] and e2_aalr["numerics_unrecorded"] == 0
+    )
+    text = to_markdown(summary)
+    heading = next(line for line in text.splitlines() if line.startswith("## e2"))
+    assert heading.endswith(
+        "; computed in cpu fp32 and cpu bf16 channels_last (1 run(s) made before this was recorded)"
+    )
+    assert "computed in" not in next(line for line in text.splitlines() if line.startswith("## e1"))
+    parsed = {(r["experiment"], r["method"]): r for r in csv.DictReader(io.StringIO(to_csv(summary)))}
+    assert parsed["e2", "aalr"]["numerics"] == "cpu fp32;cpu bf16 channels_last"
+    assert parsed["e2", "sgdr"]["numerics"] == ""
+
+
 def test_csv_parses_back_to_the_summary(results: Path) -> None:
     summary = summarize(collect(results))
     parsed = list(csv.DictReader(io.StringIO(to_csv(summary))))

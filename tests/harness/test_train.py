@@ -438,6 +438,30 @@ def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path
     assert run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, out, resume=True)["epochs"] == 1  # allowed
 
 
+def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, monkeypatch):
+    config = {**DIGITS_CNN, "epochs": 3}
+    real_save = train_module.save_checkpoint
+
+    def dying_save(out, state):
+        real_save(out, state)
+        raise Interrupt  # the process dies right after epoch 1's checkpoint
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    with pytest.raises(Interrupt):
+        run(config, tmp_path / "r")
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    summary = run({**config, "precision": "bf16", "channels_last": True}, tmp_path / "r", resume=True)
+    assert [row["numerics"] for row in metrics(tmp_path / "r")] == ["cpu fp32"] + [
+        "cpu bf16 channels_last"
+    ] * 2
+    assert summary["numerics"] == ["cpu fp32", "cpu bf16 channels_last"]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["numerics"] == summary["numerics"]
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text().count(
+        "; computed in cpu fp32 and cpu bf16 channels_last"
+    ) == 1
+
+
 def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
         train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))

@@ -63,6 +63,7 @@ CSV_COLUMNS = (
     "pgd_peak_std",
     "chosen_lr_mean",
     "wall_seconds_mean",
+    "numerics",  # how the runs computed ("cpu bf16 channels_last"), ";"-separated; empty: not recorded
 )
 DAGGER = "†"
 DASH = "–"
@@ -189,7 +190,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     final_std / final_worst, peak_mean / peak_std (fractions; std is the sample std, ddof=1, None
     for one seed), for adversarial runs ``<attack>_n`` and ``<attack>_{final,peak}_{mean,std}``
     for attack in fgsm, pgd, plus pgd_steps, adversarial (the training attack), chosen_lr_mean
-    and chosen_lrs for grid runs, and wall_seconds_mean.
+    and chosen_lrs for grid runs, numerics (how the runs computed, e.g. "cpu bf16 channels_last", as
+    their summaries recorded it) and numerics_unrecorded (runs made before summaries recorded it),
+    and wall_seconds_mean.
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -235,6 +238,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if chosen:
             entry["chosen_lr_mean"] = statistics.fmean(chosen)
             entry["chosen_lrs"] = chosen
+        recorded = [r["numerics"] for r in runs if isinstance(r.get("numerics"), list) and r["numerics"]]
+        entry["numerics"] = _first_seen([str(way) for ways in recorded for way in ways])
+        entry["numerics_unrecorded"] = len(runs) - len(recorded)
         walls = [v for v in (_number(r.get("wall_seconds")) for r in runs) if v is not None]
         entry["wall_seconds_mean"] = statistics.fmean(walls) if walls else None
         out.append(entry)
@@ -297,6 +303,12 @@ def _experiment_heading(experiment: str, entries: Sequence[dict[str, Any]]) -> s
         if adversarial.get("steps") is not None:
             parts.append(f"{adversarial['steps']} steps")
         text += f"; adversarial training with {kind} ({', '.join(parts)})"
+    ways = _first_seen([way for e in entries for way in e.get("numerics") or []])
+    if ways:  # runs made before summaries recorded it say nothing; say so only beside ones that do
+        unrecorded = sum(int(e.get("numerics_unrecorded") or 0) for e in entries)
+        text += f"; computed in {' and '.join(ways)}"
+        if unrecorded:
+            text += f" ({unrecorded} run(s) made before this was recorded)"
     return text
 
 

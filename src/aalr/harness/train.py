@@ -884,6 +884,8 @@ def _train(
     precision = resolve_precision(config.precision, device)
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         log.warning("bf16 on a CPU without bf16 instructions is emulated and may be slower than fp32")
+    # how this session computes, recorded with every epoch: a resumed run may compute otherwise
+    numerics = " ".join([device.type, precision, *(["channels_last"] if channels_last else [])])
     augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
     train_attack = training_attack(config) if config.adversarial else None
     generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
@@ -999,6 +1001,7 @@ def _train(
             "test_acc": test_acc,
             "action": decision.get("action", "none"),
             "reason": decision.get("reason", ""),
+            "numerics": numerics,
         }
         if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
             n_eval = (
@@ -1143,6 +1146,8 @@ def _summary(
         "final_train_loss": rows[-1]["train_loss"] if rows else None,
         "initial_loss": initial_loss,
         "lr_trajectory": [r["lr"] for r in rows],
+        # e.g. ["cpu bf16 channels_last"]: one entry per way the run's epochs were computed
+        "numerics": list(dict.fromkeys(r["numerics"] for r in rows if "numerics" in r)),
         "wall_seconds": wall,
         "experiment": config.experiment,
         "suite": config.suite,
