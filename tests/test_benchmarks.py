@@ -126,6 +126,7 @@ def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
     ).stdout
     assert "bf16 autocast for ours and the bound, fp32 for the other loops" in both
     assert "model step alone, bf16 / fp32 in the default format: " in both
+    assert "ratio ours / conventional (bf16 against fp32 in the default format): " in both
     assert "| model step alone, fp32 and default memory format" in both  # added by itself: other numerics
     assert "fp32 and default memory format" not in out and "a data pipeline's most" not in out  # fp32 default
     unknown = subprocess.run(
@@ -152,3 +153,34 @@ def test_pil_round_trip_gives_the_same_samples_as_the_tensor_path():
         for i in range(5):
             a, b = PerSample(x, y, augment)[i], PerSamplePIL(x, y, augment)[i]
             assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_throughput_loops_compute_in_the_numerics_they_are_given(bf16):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from throughput import bound, ours
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import torch
+
+    from aalr.harness.augment import augment_for
+    from aalr.harness.models import build_model
+
+    model = build_model("fmnist-cnn", num_classes=10, input_shape=(1, 8, 8), width=0.25)
+    model = model.to(memory_format=torch.channels_last)
+    seen = set()
+    # the second convolution: more than one input channel, so the layout shows
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]
+    conv.register_forward_hook(
+        lambda module, inputs, out: seen.add(
+            (out.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 10, (64,))
+    g = torch.Generator().manual_seed(0)
+    assert ours(model, optimizer, x, y, augment_for("digits"), 32, g, bf16, True) == 64
+    assert bound(model, optimizer, x, y, 32, bf16, True) == 64
+    assert seen == {(torch.bfloat16 if bf16 else torch.float32, True)}

@@ -70,25 +70,28 @@ def test_snapshots_take_no_gpu_memory():
     assert torch.cuda.memory_allocated() - before < 2**20  # the copies live on the host
 
 
-def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch, write_cifar10):
+@pytest.mark.parametrize(("precision", "bf16"), [("auto", True), ("fp32", False)])
+def test_harness_run_on_cuda_uses_bf16_and_channels_last(
+    tmp_path, monkeypatch, write_cifar10, precision, bf16
+):
+    from aalr.harness import models
     from aalr.harness import train as train_module
 
-    seen = {"autocast": False, "channels_last": False}
-    real_evaluate = train_module.evaluate
+    seen: dict[str, set[bool]] = {"autocast": set(), "channels_last": set()}
+    real_build = models.build_model
 
-    def spy(model, x, *args, **kwargs):
-        first = next(p for p in model.parameters() if p.ndim == 4)
-        seen["channels_last"] = first.is_contiguous(memory_format=torch.channels_last)
-        return real_evaluate(model, x, *args, **kwargs)
+    def record(module, inputs, out):  # every forward pass: initial loss, training, evaluation
+        seen["autocast"].add(torch.is_autocast_enabled("cuda") and out.dtype == torch.bfloat16)
+        seen["channels_last"].add(module.weight.is_contiguous(memory_format=torch.channels_last))
 
-    real_autocast = train_module._autocast
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        next(
+            m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1
+        ).register_forward_hook(record)
+        return model
 
-    def autocast_spy(device, precision):
-        seen["autocast"] = seen["autocast"] or (device.type == "cuda" and precision == "bf16")
-        return real_autocast(device, precision)
-
-    monkeypatch.setattr(train_module, "evaluate", spy)
-    monkeypatch.setattr(train_module, "_autocast", autocast_spy)
+    monkeypatch.setattr(models, "build_model", build)
     write_cifar10(tmp_path / "data")
     summary = train_module.run(
         {
@@ -98,12 +101,14 @@ def test_harness_run_on_cuda_uses_bf16_and_channels_last(tmp_path, monkeypatch, 
             "epochs": 3,
             "batch_size": 64,
             "device": "cuda",
+            "precision": precision,
             "data_dir": str(tmp_path / "data"),
             "progress": False,
         },
         tmp_path / "run",
     )
-    assert seen == {"autocast": True, "channels_last": True}
+    assert seen == {"autocast": {bf16}, "channels_last": {True}}
+    assert summary["numerics"] == [f"cuda {'bf16' if bf16 else 'fp32'} channels_last"]
     assert summary["status"] == "finished"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train_loss"]) for r in rows)

@@ -74,7 +74,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--robust-samples", type=int, default=1000)
     p.add_argument("--out", required=True, help="the run's output directory")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    _add_numerics(p, default="auto")
+    _add_numerics(p, suite=False)
     p.add_argument("--data-dir", default=None)
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -82,21 +82,24 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _add_numerics(p: argparse.ArgumentParser, *, default: str | None) -> None:
-    """--precision and --channels-last: how the model step runs (they may change on --resume)."""
+def _add_numerics(p: argparse.ArgumentParser, *, suite: bool) -> None:
+    """--precision and --channels-last: how the model step runs (they may change on --resume). For a
+    suite, unset means each run's own setting (the suite's, else the default)."""
+    default = "each run's setting in the suite, else " if suite else ""
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),  # train.PRECISIONS; cli imports no torch to build its parser
-        default=default,
-        help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; bf16: bf16 autocast also on the CPU "
-        "(fast where it has AVX512-BF16 or AMX; changes results); fp32: never",
+        default=None if suite else "auto",
+        help=f"auto: bf16 autocast on CUDA, fp32 on the CPU; bf16: bf16 autocast also on the CPU (fast "
+        f"where it has AVX512-BF16 or AMX; changes results); fp32: never (default: {default}auto)",
     )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="image models in channels_last memory format (default: on CUDA only; on the CPU it is "
-        "faster for convolutions but changes results at rounding level)",
+        help="image models in channels_last memory format (default: "
+        f"{default}on CUDA only; on the CPU it is faster for convolutions but changes results at "
+        "rounding level)",
     )
 
 
@@ -258,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--only", default=None, help="only the runs of this experiment (or method)")
     p.add_argument("--device", default=None)
-    _add_numerics(p, default=None)
+    _add_numerics(p, suite=True)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("report", help="tables and plots from finished runs")

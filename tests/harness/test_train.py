@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,7 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize("method", ["aalr", "sgdr", "schedulefree"])
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, method):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, caplog, method):
     config = {**FAST, "epochs": 4, "method": method}
     run(config, tmp_path / "full")
     real_save = train_module.save_checkpoint
@@ -89,7 +89,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, metho
         run(config, tmp_path / "killed")
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "summary.json").exists()
-    run(config, tmp_path / "killed", resume=True)
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        run(config, tmp_path / "killed", resume=True)
+    assert "computed in" not in caplog.text  # the same numerics: nothing to warn about
     assert strip_times(metrics(tmp_path / "killed")) == strip_times(metrics(tmp_path / "full"))
     full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["model"]
@@ -404,26 +406,38 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
 @pytest.mark.parametrize(("precision", "expected"), [("auto", torch.float32), ("fp32", torch.float32),
                                                       ("bf16", torch.bfloat16)])  # fmt: skip
 def test_bf16_on_the_cpu_only_when_asked_in_every_forward_pass(tmp_path, precision, expected):
-    seen = []  # (training?, dtype of the first convolution's output)
+    # a model with BatchNorm and schedule-free SGD, so that the BatchNorm refresh runs; the full loss pass
+    seen = []  # (which pass, dtype of the first convolution's output)
     from aalr.harness import models
+    from aalr.harness.data import load_dataset
+
+    n_test = len(load_dataset("digits").x_test)
 
     real_build = models.build_model
 
+    def record(module, inputs, out):
+        caller = sys._getframe(2)  # the hook <- Module._call_impl <- the code that called the model
+        while caller.f_code.co_name in ("_wrapped_call_impl", "_call_impl", "forward"):
+            caller = caller.f_back
+        name = caller.f_code.co_name
+        if name == "evaluate":  # on the training set: the full loss pass; on the test set: the test pass
+            name = "test pass" if len(caller.f_locals["x"]) == n_test else "full loss pass"
+        seen.append((name, out.dtype))
+
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-        conv.register_forward_hook(lambda module, inputs, out: seen.append((module.training, out.dtype)))
+        next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(record)
         return model
 
+    config = {**DIGITS_CNN, "model": "resnet20", "model_options": {}, "method": "schedulefree", "epochs": 1,
+              "loss_pass": "full", "precision": precision}  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models, "build_model", build)
-        summary = run({**DIGITS_CNN, "precision": precision}, tmp_path / "r")
+        summary = run(config, tmp_path / "r")
     assert summary["status"] == "finished"
-    # the initial loss, the training steps, the test passes: all in the run's precision
-    assert any(training for training, _ in seen) and any(not training for training, _ in seen)
+    passes = {name for name, _ in seen}
+    assert passes == {"_initial_loss", "_train", "refresh_batchnorm", "full loss pass", "test pass"}, passes
     assert {dtype for _, dtype in seen} == {expected}
-    rows = metrics(tmp_path / "r")
-    assert all(isinstance(r["train_loss"], float) and math.isfinite(r["train_loss"]) for r in rows)
 
 
 def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path):
@@ -438,7 +452,7 @@ def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path
     assert run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, out, resume=True)["epochs"] == 1  # allowed
 
 
-def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, monkeypatch):
+def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 3}
     real_save = train_module.save_checkpoint
 
@@ -450,7 +464,9 @@ def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, 
     with pytest.raises(Interrupt):
         run(config, tmp_path / "r")
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    summary = run({**config, "precision": "bf16", "channels_last": True}, tmp_path / "r", resume=True)
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        summary = run({**config, "precision": "bf16", "channels_last": True}, tmp_path / "r", resume=True)
+    assert "at epoch 1 in cpu bf16 channels_last; its epochs so far were computed in cpu fp32" in caplog.text
     assert [row["numerics"] for row in metrics(tmp_path / "r")] == ["cpu fp32"] + [
         "cpu bf16 channels_last"
     ] * 2
@@ -476,15 +492,29 @@ def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     assert info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"), [(False, False, False), (True, False, True), (False, True, True)]
+)
+def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
+    tmp_path, monkeypatch, caplog, avx512_bf16, amx, expected
+):
+    # oneDNN's own check says yes on any AVX512 CPU, where bf16 is emulated: look at the instructions
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert train_module.cpu_has_bf16() is expected
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, tmp_path / "r")
-    assert "bf16 on a CPU without bf16 instructions is emulated" in caplog.text
+    assert ("neither AVX512-BF16 nor AMX" in caplog.text) is not expected
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
-        run({**DIGITS_CNN, "epochs": 1}, tmp_path / "fp32")
-    assert "emulated" not in caplog.text
+        run({**DIGITS_CNN, "epochs": 1}, tmp_path / "fp32")  # fp32 never warns
+    assert "AVX512-BF16" not in caplog.text
+
+
+def test_bf16_check_survives_a_torch_without_the_private_checks(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert train_module.cpu_has_bf16() is False
 
 
 def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path, write_cifar10):

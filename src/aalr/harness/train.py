@@ -601,11 +601,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (oneDNN's check: AVX512-BF16 or AMX); elsewhere it is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private op; a build without it runs bf16 the slow way
-        return False
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slowly.
+
+    Not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any AVX512 CPU, where bf16 is emulated.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -883,7 +884,10 @@ def _train(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     precision = resolve_precision(config.precision, device)
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        log.warning("bf16 on a CPU without bf16 instructions is emulated and may be slower than fp32")
+        log.warning(
+            "precision bf16: this CPU shows neither AVX512-BF16 nor AMX, so bf16 is likely emulated and "
+            "slower than fp32"
+        )
     # how this session computes, recorded with every epoch: a resumed run may compute otherwise
     numerics = " ".join([device.type, precision, *(["channels_last"] if channels_last else [])])
     augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
@@ -946,6 +950,16 @@ def _train(
             raise RunError(f"the checkpoint in {str(out)!r} is at epoch {start_epoch} of {config.epochs}")
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
+        before = rows[-1].get("numerics") if rows else None
+        if before is not None and before != numerics:  # allowed (how, not what), but never unnoticed
+            log.warning(
+                "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
+                "--device, --precision and --channels-last to keep that)",
+                out,
+                start_epoch,
+                numerics,
+                before,
+            )
     train_model = _data_parallel(model, device)
     eval_attacks = evaluation_attacks(config) if config.adversarial else []
 
