@@ -95,7 +95,7 @@ class TrainConfig:
     # AMX) and an option, so that runs made before it keep their numbers; "fp32": never autocast
     precision: str = "auto"
     # image models in channels_last memory format: None (auto) on CUDA only; True also on the CPU, where
-    # oneDNN's convolutions made the model step 1.17-1.37x faster for fmnist-cnn and 1.28x for resnet20 in
+    # oneDNN's convolutions made the model step 1.12-1.31x faster for fmnist-cnn and 1.28x for resnet20 in
     # fp32 here (an option, so that runs made before it keep their numbers); False never
     channels_last: bool | None = None
     data_dir: str | None = None
