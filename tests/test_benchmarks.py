@@ -155,8 +155,9 @@ def test_pil_round_trip_gives_the_same_samples_as_the_tensor_path():
             assert torch.equal(a[0], b[0]) and a[1] == b[1]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_throughput_loops_compute_in_the_numerics_they_are_given(bf16):
+def test_throughput_loops_compute_in_the_numerics_they_are_given(bf16, channels_last):
     sys.path.insert(0, str(BENCHMARKS))
     try:
         from throughput import bound, ours
@@ -167,20 +168,22 @@ def test_throughput_loops_compute_in_the_numerics_they_are_given(bf16):
     from aalr.harness.augment import augment_for
     from aalr.harness.models import build_model
 
-    model = build_model("fmnist-cnn", num_classes=10, input_shape=(1, 8, 8), width=0.25)
-    model = model.to(memory_format=torch.channels_last)
+    # 3 channels, so that a batch's layout shows; the loops lay out the batches, main() the model
+    model = build_model("fmnist-cnn", num_classes=10, input_shape=(3, 8, 8), width=0.25)
     seen = set()
-    # the second convolution: more than one input channel, so the layout shows
-    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(
         lambda module, inputs, out: seen.add(
-            (out.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))
+            (
+                out.dtype,
+                inputs[0].is_contiguous(memory_format=torch.channels_last) and not inputs[0].is_contiguous(),
+            )
         )
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     y = torch.randint(0, 10, (64,))
     g = torch.Generator().manual_seed(0)
-    assert ours(model, optimizer, x, y, augment_for("digits"), 32, g, bf16, True) == 64
-    assert bound(model, optimizer, x, y, 32, bf16, True) == 64
-    assert seen == {(torch.bfloat16 if bf16 else torch.float32, True)}
+    assert ours(model, optimizer, x, y, augment_for("cifar10"), 32, g, bf16, channels_last) == 64
+    assert bound(model, optimizer, x, y, 32, bf16, channels_last) == 64
+    assert seen == {(torch.bfloat16 if bf16 else torch.float32, channels_last)}

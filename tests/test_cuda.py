@@ -1,7 +1,7 @@
 """Checks that need a CUDA device (skipped elsewhere): run by benchmarks/gpu_check.sh on a GPU machine.
 
 Snapshots of GPU tensors are kept on the CPU and restored exactly; a harness run on CUDA uses bf16
-autocast and channels_last and writes CPU-loadable checkpoints.
+autocast (unless --precision fp32) and channels_last and writes CPU-loadable checkpoints.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_snapshots_take_no_gpu_memory():
 
 
 @pytest.mark.parametrize(("precision", "bf16"), [("auto", True), ("fp32", False)])
-def test_harness_run_on_cuda_uses_bf16_and_channels_last(
+def test_harness_run_on_cuda_uses_the_precision_asked_and_channels_last(
     tmp_path, monkeypatch, write_cifar10, precision, bf16
 ):
     from aalr.harness import models
@@ -82,7 +82,11 @@ def test_harness_run_on_cuda_uses_bf16_and_channels_last(
 
     def record(module, inputs, out):  # every forward pass: initial loss, training, evaluation
         seen["autocast"].add(torch.is_autocast_enabled("cuda") and out.dtype == torch.bfloat16)
-        seen["channels_last"].add(module.weight.is_contiguous(memory_format=torch.channels_last))
+        seen["channels_last"].add(  # the weights and the batch: 3 channels, so the layout shows
+            module.weight.is_contiguous(memory_format=torch.channels_last)
+            and inputs[0].is_contiguous(memory_format=torch.channels_last)
+            and not inputs[0].is_contiguous()
+        )
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)

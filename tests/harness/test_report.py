@@ -320,12 +320,35 @@ def test_heading_says_how_the_runs_computed_where_they_recorded_it(results: Path
     text = to_markdown(summary)
     heading = next(line for line in text.splitlines() if line.startswith("## e2"))
     assert heading.endswith(
-        "; computed in cpu fp32 and cpu bf16 channels_last (1 run(s) made before this was recorded)"
+        "; computed in cpu fp32 and cpu bf16 channels_last"
+        " (1 run(s) with epochs made before this was recorded)"
     )
     assert "computed in" not in next(line for line in text.splitlines() if line.startswith("## e1"))
     parsed = {(r["experiment"], r["method"]): r for r in csv.DictReader(io.StringIO(to_csv(summary)))}
     assert parsed["e2", "aalr"]["numerics"] == "cpu fp32;cpu bf16 channels_last"
-    assert parsed["e2", "sgdr"]["numerics"] == ""
+    assert parsed["e2", "sgdr"]["numerics"] == "" and parsed["e2", "sgdr"]["numerics_unrecorded"] == "1"
+    assert parsed["e2", "aalr"]["numerics_unrecorded"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "ways", "unrecorded"),
+    [
+        ({"numerics": "cpu bf16"}, ["cpu bf16"], 0),  # a lone string is one way
+        ({"numerics": ["cpu fp32", None, 3]}, ["cpu fp32"], 0),  # what is not a way is left out, not printed
+        ({"numerics": []}, [], 1),  # nothing recorded
+        ({"numerics": ["cpu fp32"], "numerics_unrecorded_epochs": 2}, ["cpu fp32"], 1),  # resumed old run
+        ({"numerics": ["cpu fp32"], "numerics_unrecorded_epochs": 0}, ["cpu fp32"], 0),
+    ],
+)
+def test_numerics_are_read_with_care(tmp_path: Path, recorded, ways, unrecorded) -> None:
+    make_run(tmp_path, "e", "aalr", 0, final=0.6, peak=0.7, summary=recorded)
+    (entry_,) = summarize(collect(tmp_path))
+    assert entry_["numerics"] == ways and entry_["numerics_unrecorded"] == unrecorded
+    heading = to_markdown([entry_]).splitlines()[0]
+    assert "None" not in heading
+    if ways:
+        assert f"computed in {ways[0]}" in heading
+        assert ("made before this was recorded" in heading) == bool(unrecorded)
 
 
 def test_csv_parses_back_to_the_summary(results: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
@@ -408,35 +407,45 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
 def test_bf16_on_the_cpu_only_when_asked_in_every_forward_pass(tmp_path, precision, expected):
     # a model with BatchNorm and schedule-free SGD, so that the BatchNorm refresh runs; the full loss pass
     seen = []  # (which pass, dtype of the first convolution's output)
+    current = ["training"]  # the pass under way: spies on the functions that make the other passes set it
     from aalr.harness import models
-    from aalr.harness.data import load_dataset
-
-    n_test = len(load_dataset("digits").x_test)
 
     real_build = models.build_model
+    training_set = []  # _initial_loss gets the data set: evaluate on its training data is the full pass
 
-    def record(module, inputs, out):
-        caller = sys._getframe(2)  # the hook <- Module._call_impl <- the code that called the model
-        while caller.f_code.co_name in ("_wrapped_call_impl", "_call_impl", "forward"):
-            caller = caller.f_back
-        name = caller.f_code.co_name
-        if name == "evaluate":  # on the training set: the full loss pass; on the test set: the test pass
-            name = "test pass" if len(caller.f_locals["x"]) == n_test else "full loss pass"
-        seen.append((name, out.dtype))
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            if name == "initial loss":
+                training_set.append(args[1].x_train)
+            label = name
+            if name == "evaluate":
+                label = "full loss pass" if any(args[1] is x for x in training_set) else "test pass"
+            current[0] = label
+            try:
+                return real(*args, **kwargs)
+            finally:
+                current[0] = "training"
+
+        return wrapped
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(record)
+        next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+            lambda module, inputs, out: seen.append((current[0], out.dtype))
+        )
         return model
 
     config = {**DIGITS_CNN, "model": "resnet20", "model_options": {}, "method": "schedulefree", "epochs": 1,
               "loss_pass": "full", "precision": precision}  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models, "build_model", build)
+        for function, name in (("_initial_loss", "initial loss"), ("evaluate", "evaluate"),
+                               ("refresh_batchnorm", "BatchNorm refresh")):  # fmt: skip
+            patch.setattr(train_module, function, spy(name, getattr(train_module, function)))
         summary = run(config, tmp_path / "r")
     assert summary["status"] == "finished"
     passes = {name for name, _ in seen}
-    assert passes == {"_initial_loss", "_train", "refresh_batchnorm", "full loss pass", "test pass"}, passes
+    assert passes == {"initial loss", "training", "BatchNorm refresh", "full loss pass", "test pass"}, passes
     assert {dtype for _, dtype in seen} == {expected}
 
 
@@ -478,6 +487,51 @@ def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, 
     ) == 1
 
 
+def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(tmp_path, monkeypatch, caplog):
+    config = {**DIGITS_CNN, "epochs": 2}
+    real_save = train_module.save_checkpoint
+
+    def dying_save(out, state):
+        for row in state["rows"]:
+            row.pop("numerics")  # as a checkpoint written before rows recorded it
+        real_save(out, state)
+        raise Interrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    with pytest.raises(Interrupt):
+        run(config, tmp_path / "r")
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    summary = run({**config, "precision": "bf16"}, tmp_path / "r", resume=True)
+    assert summary["numerics"] == ["cpu bf16"] and summary["numerics_unrecorded_epochs"] == 1
+    assert main(["report", str(tmp_path)]) == 0
+    assert (
+        "computed in cpu bf16 (1 run(s) with epochs made before this was recorded)"
+        in (tmp_path / "report.md").read_text()
+    )
+
+
+def test_no_numerics_warning_when_a_resume_trains_nothing(tmp_path, caplog):
+    out = tmp_path / "r"
+    run({**DIGITS_CNN, "epochs": 1}, out)
+    (out / "summary.json").unlink()  # the process died after its last checkpoint, before the summary
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        summary = run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, out, resume=True)
+    assert "computed in" not in caplog.text
+    assert summary["numerics"] == ["cpu fp32"]  # what the epochs were computed in, not what was asked
+
+
+def test_a_grid_result_records_how_its_grid_runs_computed_too(tmp_path, caplog):
+    config = {**DIGITS_CNN, "epochs": 1, "method": "step", "lr": [0.1, 0.05]}
+    out = tmp_path / "g"
+    assert run(config, out)["numerics"] == ["cpu fp32"]
+    for name in ("summary.json", "checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)  # the final run again, in bf16; the finished grid is kept
+    with caplog.at_level(logging.WARNING, logger="aalr.harness"):
+        summary = run({**config, "precision": "bf16"}, out, resume=True)
+    assert summary["numerics"] == ["cpu fp32", "cpu bf16"] and summary["numerics_unrecorded_epochs"] == 0
+    assert "the grid's runs and the final run computed in ['cpu fp32', 'cpu bf16']" in caplog.text
+
+
 def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
         train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
@@ -499,6 +553,7 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
     tmp_path, monkeypatch, caplog, avx512_bf16, amx, expected
 ):
     # oneDNN's own check says yes on any AVX512 CPU, where bf16 is emulated: look at the instructions
+    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert train_module.cpu_has_bf16() is expected
@@ -511,7 +566,22 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
     assert "AVX512-BF16" not in caplog.text
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_bf16_check_on_arm_asks_onednn(monkeypatch, onednn):
+    monkeypatch.setattr(train_module.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not onednn, raising=False)
+    monkeypatch.setattr(train_module, "_onednn_has_bf16", lambda: onednn)
+    assert train_module.cpu_has_bf16() is onednn
+
+    def missing() -> bool:
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(train_module, "_onednn_has_bf16", missing)
+    assert train_module.cpu_has_bf16() is False
+
+
 def test_bf16_check_survives_a_torch_without_the_private_checks(monkeypatch):
+    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert train_module.cpu_has_bf16() is False

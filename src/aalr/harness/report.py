@@ -64,6 +64,7 @@ CSV_COLUMNS = (
     "chosen_lr_mean",
     "wall_seconds_mean",
     "numerics",  # how the runs computed ("cpu bf16 channels_last"), ";"-separated; empty: not recorded
+    "numerics_unrecorded",  # how many runs have epochs that did not record it
 )
 DAGGER = "†"
 DASH = "–"
@@ -182,6 +183,13 @@ def _first_seen(values: Iterable[Any]) -> list[Any]:
     return seen
 
 
+def _numerics_of(row: dict[str, Any]) -> list[str]:
+    """How a run's epochs were computed, as its summary recorded it (a list; a lone string is taken too)."""
+    value = row.get("numerics")
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return [str(way) for way in values if isinstance(way, str) and way]
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per (experiment, method), in order of first appearance in ``rows``.
 
@@ -191,7 +199,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for one seed), for adversarial runs ``<attack>_n`` and ``<attack>_{final,peak}_{mean,std}``
     for attack in fgsm, pgd, plus pgd_steps, adversarial (the training attack), chosen_lr_mean
     and chosen_lrs for grid runs, numerics (how the runs computed, e.g. "cpu bf16 channels_last", as
-    their summaries recorded it) and numerics_unrecorded (runs made before summaries recorded it),
+    their summaries recorded it) and numerics_unrecorded (runs with epochs made before it was recorded),
     and wall_seconds_mean.
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -238,9 +246,13 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if chosen:
             entry["chosen_lr_mean"] = statistics.fmean(chosen)
             entry["chosen_lrs"] = chosen
-        recorded = [r["numerics"] for r in runs if isinstance(r.get("numerics"), list) and r["numerics"]]
-        entry["numerics"] = _first_seen([str(way) for ways in recorded for way in ways])
-        entry["numerics_unrecorded"] = len(runs) - len(recorded)
+        ways = [_numerics_of(r) for r in runs]
+        entry["numerics"] = _first_seen([way for run_ways in ways for way in run_ways])
+        entry["numerics_unrecorded"] = sum(
+            1
+            for r, run_ways in zip(runs, ways, strict=True)
+            if not run_ways or _number(r.get("numerics_unrecorded_epochs"))
+        )
         walls = [v for v in (_number(r.get("wall_seconds")) for r in runs) if v is not None]
         entry["wall_seconds_mean"] = statistics.fmean(walls) if walls else None
         out.append(entry)
@@ -308,7 +320,7 @@ def _experiment_heading(experiment: str, entries: Sequence[dict[str, Any]]) -> s
         unrecorded = sum(int(e.get("numerics_unrecorded") or 0) for e in entries)
         text += f"; computed in {' and '.join(ways)}"
         if unrecorded:
-            text += f" ({unrecorded} run(s) made before this was recorded)"
+            text += f" ({unrecorded} run(s) with epochs made before this was recorded)"
     return text
 
 

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import re
 import shutil
@@ -601,12 +602,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slowly.
+    """Whether this CPU has bf16 instructions (x86: AVX512-BF16 or AMX; Arm: oneDNN's check); elsewhere
+    bf16 is emulated, slowly.
 
-    Not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any AVX512 CPU, where bf16 is emulated.
+    On x86 not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any AVX512 CPU, where bf16 is
+    emulated. torch.cpu has no Arm check, so there oneDNN's answer (the BF16 extension) is taken.
     """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    try:  # private functions: looked up with care, and a failure means "not known to have it"
+        if platform.machine().lower() in ("aarch64", "arm64"):
+            return _onednn_has_bf16()
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_has_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -755,9 +767,10 @@ def _run_in(
     device = resolve_device(config.device) if launch is None else launch[1]
     context = _Context(config=config, device=device, out=out, dataset=dataset)
     grid: dict[str, float] = {}
+    searched: list[dict[str, Any]] = []
     lr: float | None
     if isinstance(config.lr, list):
-        grid = _search_grid(context, config.lr) if len(config.lr) > 1 else {}
+        grid, searched = _search_grid(context, config.lr) if len(config.lr) > 1 else ({}, [])
         # the best validation accuracy; on a tie, the first LR of the list
         lr = float(max(config.lr, key=lambda value: grid.get(f"{value:g}", 0.0)))
     else:
@@ -766,6 +779,12 @@ def _run_in(
     if grid:
         summary["lr_grid"] = grid
         summary["chosen_lr"] = lr
+        # the LR was chosen by the grid's runs: how they computed is part of how this result was made
+        made = [*searched, summary]
+        summary["numerics"] = list(dict.fromkeys(way for part in made for way in part.get("numerics", [])))
+        summary["numerics_unrecorded_epochs"] = sum(_unrecorded_epochs(part) for part in made)
+        if len(summary["numerics"]) > 1 and distributed.is_main():
+            log.warning("%s: the grid's runs and the final run computed in %s", out, summary["numerics"])
     if distributed.is_main():
         write_json(out / "summary.json", summary)
     distributed.barrier()  # when run() returns on any rank, summary.json is there
@@ -818,16 +837,26 @@ def _rank0_decides(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return answer
 
 
-def _search_grid(context: _Context, lrs: list[float]) -> dict[str, float]:
-    """Train each LR on the training data less a validation split; score each by final validation accuracy."""
+def _search_grid(context: _Context, lrs: list[float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Train each LR on the training data less a validation split; score each by final validation
+    accuracy. Returns the scores and the runs' summaries."""
     scores: dict[str, float] = {}
+    summaries = []
     for lr in lrs:
         sub_config = dataclasses.replace(context.config, lr=lr, progress=False)
         sub_out = context.out / "grid" / f"lr{lr:g}"
         summary = run_validation(sub_config, sub_out, context.dataset)
         scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == STATUS_FINISHED else 0.0
         log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
-    return scores
+        summaries.append(summary)
+    return scores, summaries
+
+
+def _unrecorded_epochs(summary: dict[str, Any]) -> int:
+    """Epochs of a run whose numerics were not recorded (all of them for a summary from before it was)."""
+    if "numerics" not in summary:
+        return int(summary.get("epochs") or 0)
+    return int(summary.get("numerics_unrecorded_epochs") or 0)
 
 
 def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[str, Any]:
@@ -951,7 +980,8 @@ def _train(
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
         before = rows[-1].get("numerics") if rows else None
-        if before is not None and before != numerics:  # allowed (how, not what), but never unnoticed
+        will_train = start_epoch < config.epochs and status == STATUS_FINISHED
+        if will_train and before is not None and before != numerics:  # allowed, but never unnoticed
             log.warning(
                 "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
                 "--device, --precision and --channels-last to keep that)",
@@ -1162,6 +1192,7 @@ def _summary(
         "lr_trajectory": [r["lr"] for r in rows],
         # e.g. ["cpu bf16 channels_last"]: one entry per way the run's epochs were computed
         "numerics": list(dict.fromkeys(r["numerics"] for r in rows if "numerics" in r)),
+        "numerics_unrecorded_epochs": sum(1 for r in rows if "numerics" not in r),  # from older checkpoints
         "wall_seconds": wall,
         "experiment": config.experiment,
         "suite": config.suite,
