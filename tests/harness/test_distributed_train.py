@@ -169,6 +169,7 @@ def test_two_gloo_processes_train_like_one_and_resume_exactly(tmp_path):
     # rounding (summation order): the same decisions, losses equal to ~1e-6, and test accuracy
     # within 1 point (10 of 1000 test samples on a near-tie). Wrong sharding or a loss that is
     # not averaged over ranks moves the loss by more than 1e-3.
+    assert {r["numerics"] for r in rows_one} == {"cpu fp32"} and two["numerics"] == ["cpu fp32 2 ranks"]
     assert [r["action"] for r in rows_two] == [r["action"] for r in rows_one]
     assert two["lr_trajectory"] == one["lr_trajectory"]
     for a, b in zip(rows_one, rows_two, strict=True):

@@ -918,7 +918,16 @@ def _train(
             "slower than fp32"
         )
     # how this session computes, recorded with every epoch: a resumed run may compute otherwise
-    numerics = " ".join([device.type, precision, *(["channels_last"] if channels_last else [])])
+    # (and, under torch.distributed, on how many ranks: BatchNorm sees each rank's share of a batch)
+    ranks = distributed.world_size()
+    numerics = " ".join(
+        [
+            device.type,
+            precision,
+            *(["channels_last"] if channels_last else []),
+            *([f"{ranks} ranks"] * (ranks > 1)),
+        ]
+    )
     augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
     train_attack = training_attack(config) if config.adversarial else None
     generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
