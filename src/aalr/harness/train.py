@@ -593,7 +593,7 @@ def _load_data(config: TrainConfig) -> Any:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "fp32" or "bf16": what a run with ``precision`` (one of :data:`PRECISIONS`) does on ``device``."""
+    """What a run with ``precision`` (one of :data:`PRECISIONS`) does on ``device``: "fp32" or "bf16"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
@@ -993,7 +993,7 @@ def _train(
         if will_train and before is not None and before != numerics:  # allowed, but never unnoticed
             log.warning(
                 "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
-                "--device, --precision and --channels-last to keep that)",
+                "--device, --precision, --channels-last and number of ranks to keep that)",
                 out,
                 start_epoch,
                 numerics,
