@@ -32,7 +32,6 @@ rates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import statistics
 import time
@@ -44,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from aalr.harness.augment import Augment, augment_for
 from aalr.harness.models import build_model
-from aalr.harness.train import PRECISIONS, git_commit, resolve_precision
+from aalr.harness.train import PRECISIONS, autocast_for, git_commit, resolve_channels_last, resolve_precision
 from overhead import sync  # the benchmarks share their small helpers
 
 
@@ -93,13 +92,9 @@ class PerSamplePIL(PerSample):
         return self.augment(sample)[0], self.y[index]
 
 
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def _step(model: torch.nn.Module, optimizer: Any, xb: torch.Tensor, yb: torch.Tensor, bf16: bool) -> None:
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(xb.device, bf16):
+    with autocast_for(xb.device, "bf16" if bf16 else "fp32"):
         loss = F.cross_entropy(model(xb).float(), yb)
     loss.backward()
     optimizer.step()
@@ -205,15 +200,11 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="also write the result as a Markdown table here")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    bf16 = resolve_precision(args.precision, device) == "bf16"
-    channels_last = device.type == "cuda" or args.channels_last
-    if args.loops is None:
-        args.loops = ",".join(name for name in LOOPS if name != "bound-default" or bf16 or channels_last)
-    chosen = {name.strip() for name in args.loops.split(",") if name.strip()} | {"ours"}
-    if unknown := sorted(chosen - set(LOOPS)):
+    chosen = (
+        None if args.loops is None else {n.strip() for n in args.loops.split(",") if n.strip()} | {"ours"}
+    )
+    if unknown := sorted((chosen or set()) - set(LOOPS)):
         parser.error(f"--loops: unknown loop(s) {unknown}; choose from {', '.join(LOOPS)}")
-    loops = [name for name in LOOPS if name in chosen]
     for name in ("samples", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -222,6 +213,13 @@ def main() -> None:
     if args.samples < args.batch_size:
         parser.error(f"--samples ({args.samples}) must be at least --batch-size ({args.batch_size})")
     x, y, augment = load(args.data, args.samples, args.random_erasing)
+    device = torch.device(args.device)
+    # the harness's own rules, so that ours runs as `aalr train` with the same options would
+    bf16 = resolve_precision(args.precision, device) == "bf16"
+    channels_last = resolve_channels_last(args.channels_last or None, device, tuple(x.shape[1:]))
+    if chosen is None:  # bound-default only where ours runs in other numerics than the DataLoader loops
+        chosen = {name for name in LOOPS if name != "bound-default" or bf16 or channels_last}
+    loops = [name for name in LOOPS if name in chosen]
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), mean=None, std=None).to(
         device
     )

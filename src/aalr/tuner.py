@@ -151,7 +151,11 @@ class AALR:
     @property
     def lr(self) -> float:
         """The LR of param group 0 for the next epoch: ``eta0 * 2**k`` (times the AALR+ finish's scale)."""
-        return math.ldexp(self.eta0, self.policy.lr_exponent) * self.policy.lr_scale
+        return self._lr_from(self.eta0)
+
+    def _lr_from(self, eta0: float) -> float:
+        """The next epoch's LR of a param group that started at ``eta0``: exact, ``eta0 * 2**k * scale``."""
+        return math.ldexp(eta0, self.policy.lr_exponent) * self.policy.lr_scale
 
     @property
     def phase(self) -> int:
@@ -256,9 +260,8 @@ class AALR:
         return [lr / self.eta0 for lr in self.group_eta0]
 
     def _apply_lr(self) -> None:
-        exponent, scale = self.policy.lr_exponent, self.policy.lr_scale
         for group, eta0 in zip(self.optimizer.param_groups, self.group_eta0, strict=True):
-            _set_group_lr(group, math.ldexp(eta0, exponent) * scale)
+            _set_group_lr(group, self._lr_from(eta0))
 
     def _mean_over_ranks(self, loss: float) -> float:
         if not (self.sync_distributed and dist.is_available() and dist.is_initialized()):

@@ -380,6 +380,14 @@ def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channel
     assert seen and all(s == expected for s in seen)
 
 
+def test_channels_last_is_for_images_only_and_auto_means_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    resolve = train_module.resolve_channels_last
+    assert resolve(True, cpu, (1, 8, 8)) and not resolve(False, cuda, (3, 32, 32))
+    assert not resolve(None, cpu, (3, 32, 32)) and resolve(None, cuda, (3, 32, 32))
+    assert not resolve(True, cuda, (1, 40))  # a signal (MNIST-1D) has no channels_last layout
+
+
 def test_channels_last_changes_speed_not_the_run(tmp_path):
     # the same run in both layouts: same decisions, and losses equal up to float rounding
     plain = run({**DIGITS_CNN, "channels_last": False}, tmp_path / "plain")

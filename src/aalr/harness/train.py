@@ -621,7 +621,17 @@ def _onednn_has_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+def resolve_channels_last(
+    channels_last: bool | None, device: torch.device, input_shape: tuple[int, ...]
+) -> bool:
+    """Whether a run lays out its model and batches channels_last: image inputs only (C, H, W); ``None``
+    (auto) means on CUDA only."""
+    if len(input_shape) != 3:
+        return False
+    return channels_last if channels_last is not None else device.type == "cuda"
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on ``device`` when ``precision`` (resolved, see :func:`resolve_precision`) says so."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -662,7 +672,7 @@ def refresh_batchnorm(
     model.eval()
     for norm in norms:
         norm.train()
-    with torch.no_grad(), _autocast(device, resolve_precision(precision, device)):
+    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
         for start in range(0, min(len(x), batches * batch_size), batch_size):
             xb = prepare(x[start : start + batch_size])
             model(xb)
@@ -685,7 +695,7 @@ def evaluate(
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.no_grad(), _autocast(device, resolve_precision(precision, device)):
+    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
         for start in range(0, len(x), batch_size):
             xb = prepare(x[start : start + batch_size])
             yb = y[start : start + batch_size]
@@ -906,9 +916,7 @@ def _train(
         std=ds.std,
         **config.model_options,
     ).to(device)
-    channels_last = len(ds.input_shape) == 3 and (
-        config.channels_last if config.channels_last is not None else device.type == "cuda"
-    )
+    channels_last = resolve_channels_last(config.channels_last, device, ds.input_shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     precision = resolve_precision(config.precision, device)
@@ -1028,7 +1036,7 @@ def _train(
             if train_attack is not None:
                 xb = attack(model, xb, yb, train_attack, generator=device_generator)
             method.optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, precision):
+            with autocast_for(device, precision):
                 loss = F.cross_entropy(train_model(xb).float(), yb)
             loss.backward()
             method.optimizer.step()
@@ -1161,7 +1169,7 @@ def _initial_loss(
         yb = ds.y_train[start : start + 1024]
         if train_attack is not None:
             xb = attack(model, xb, yb, train_attack, generator=generator)
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), autocast_for(device, precision):
             total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
     return total / len(ds.x_train)
 
