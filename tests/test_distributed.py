@@ -85,7 +85,8 @@ def local_losses(rank: int) -> list[float]:
 def _decide_on_local_losses(rank: int, folder: Path) -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
-    tuner = AALR(model, torch.optim.SGD(model.parameters(), lr=0.1), initial_loss=INITIAL_LOSS, **CONFIG)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tuner = AALR(model, optimizer, initial_loss=INITIAL_LOSS, rules="paper", **CONFIG)
     lrs = []
     for loss in local_losses(rank):
         tuner.step(torch.tensor(loss, dtype=torch.float64))
@@ -98,6 +99,20 @@ def replay(losses: list[float]) -> tuple[list[str], list[float]]:
     policy = AALRPolicy(initial_loss=INITIAL_LOSS, config=AALRConfig(**CONFIG))
     decisions = [policy.step(loss) for loss in losses]
     return [d.action for d in decisions], [math.ldexp(0.1, d.lr_exponent) for d in decisions]
+
+
+def _start_from_local_initial_losses(rank: int, folder: Path) -> None:
+    model = nn.Linear(3, 2)
+    # each rank measured the initial loss on its own shard: L* must still be one number for all
+    tuner = AALR(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), initial_loss=2.0 + (0.5 if rank else -0.5)
+    )
+    (folder / f"rank{rank}.json").write_text(json.dumps({"best": tuner.best_loss}))
+
+
+def test_the_initial_loss_is_averaged_over_ranks(tmp_path):
+    run_ranks(_start_from_local_initial_losses, tmp_path)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["best"] for r in range(WORLD)] == [2.0, 2.0]
 
 
 def test_ranks_fed_different_losses_decide_alike_on_the_mean(tmp_path):

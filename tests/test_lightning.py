@@ -4,6 +4,7 @@ checkpoints resume exactly (loaded with weights_only=True), bad settings fail cl
 from __future__ import annotations
 
 import atexit
+import csv
 import importlib.util
 import json
 import math
@@ -24,6 +25,7 @@ pl = pytest.importorskip(
 )
 
 import aalr.lightning  # noqa: E402
+import aalr.policy  # noqa: E402
 from aalr import AALR, AALRConfig, AALRPolicy  # noqa: E402
 from aalr.lightning import AALRCallback  # noqa: E402
 
@@ -290,7 +292,11 @@ def test_bad_setups_fail_with_a_clear_error(module, callback, match):
         ({"phase1_patience": 0}, ValueError, "phase1_patience must be >= 1"),
         ({"window": "q"}, ValueError, "window must be one of"),
         ({"total_epochs": 0}, ValueError, "total_epochs must be None or an integer >= 1, got 0"),
-        ({"total_epochs": "max"}, ValueError, "total_epochs must be None or an integer >= 1, got 'max'"),
+        (
+            {"total_epochs": "max"},
+            ValueError,
+            r"total_epochs must be None, an int >= 1 or 'max_epochs' \(the Trainer's\), got 'max'",
+        ),
         ({"phase1_failure": "x"}, ValueError, "phase1_failure must be one of"),
     ],
 )
@@ -498,7 +504,7 @@ class DumpHistory(pl.Callback):
 def test_ddp_ranks_logging_different_losses_take_the_same_decisions(tmp_path):
     """Two gloo ranks, each logging its own loss (skewed apart, no sync_dist): the tuner averages them,
     so both ranks restore and set LRs alike and end with the same weights."""
-    callback = AALRCallback(monitor="train_loss", compute_initial_loss=True, phase1_patience=2)
+    callback = AALRCallback(monitor="train_loss", compute_initial_loss=True, phase1_patience=2, rules="paper")
     fit(
         Tiny(lr=4.0, rank_skew=0.2),
         [callback, DumpHistory(callback, tmp_path)],
@@ -565,3 +571,36 @@ def test_ddp_a_rank_without_a_loss_for_a_batch_does_not_stall_a_checkpoint(tmp_p
         strategy=strategy)  # fmt: skip
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(rank0["history"]) == 2 and rank0["history"] == rank1["history"]
+
+
+def test_decisions_go_through_log_dict_to_every_logger(tmp_path):
+    callback = AALRCallback(compute_initial_loss=True, phase1_patience=2)
+    trainer = pl.Trainer(
+        max_epochs=5,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=pl.loggers.CSVLogger(tmp_path, name="csv"),
+        callbacks=[callback],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Tiny(lr=4.0), loader())
+    assert callback.tuner.config.phase1_failure == "rollback"  # the default rules: AALR+
+    history = callback.tuner.history
+    for key in ("aalr/lr", "aalr/phase"):
+        assert key in trainer.progress_bar_metrics
+    rows = list(csv.DictReader((Path(trainer.logger.log_dir) / "metrics.csv").open()))
+    logged = [row for row in rows if row.get("aalr/lr")]
+    assert [float(row["aalr/lr"]) for row in logged] == [r["next_lr"] for r in history]
+    assert [float(row["aalr/best_loss"]) for row in logged] == pytest.approx([r["best"] for r in history])
+    actions = [aalr.policy.ACTIONS[int(float(row["aalr/action"]))] for row in logged]
+    assert actions == [r["action"] for r in history]
+    assert {"restore_initial", "save_best"} <= set(actions)  # the run shows more than one kind of decision
+
+
+def test_log_false_logs_nothing(tmp_path):
+    callback = AALRCallback(compute_initial_loss=True, log=False)
+    trainer = fit(Tiny(lr=1.0), [callback], epochs=2)
+    assert not any(key.startswith("aalr/") for key in trainer.callback_metrics)

@@ -453,7 +453,7 @@ def test_finish_state_round_trip_mid_finish():
     [
         ({"total_epochs": 0}, r"total_epochs must be None or an integer >= 1, got 0"),
         ({"total_epochs": 2.5}, r"total_epochs must be None or an integer >= 1, got 2.5"),
-        ({"finish": "cosine"}, r"finish must be one of \('steps', 'linear'\), got 'cosine'"),
+        ({"finish": "cosine"}, r"finish must be one of \('steps', 'linear', 'none'\), got 'cosine'"),
         ({"phase1_failure": "best"}, r"phase1_failure must be one of \('restart', 'rollback'\), got 'best'"),
     ],
 )

@@ -115,7 +115,7 @@ def test_phase1_restart_restores_initial_weights_and_fresh_optimizer():
     model = tiny_model()
     initial = params(model)
     optimizer = OPTIMIZERS["sgd"](model.parameters())
-    tuner = AALR(model, optimizer, initial_loss=2.0)
+    tuner = AALR(model, optimizer, initial_loss=2.0, rules="paper")
     x, y = data()
     train_epoch(model, optimizer, x, y)
     tuner.step(1.5)
@@ -162,7 +162,9 @@ def test_resume_equivalence_with_phase1_rollback(tmp_path, resume_at):
 
 def test_initial_snapshot_freed_in_phase2():
     model = tiny_model()
-    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=2)
+    tuner = AALR(
+        model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=2, rules="paper"
+    )
     tuner.step(1.9)
     assert tuner.snapshots.names() == ["initial"]
     tuner.step(1.8)
@@ -603,7 +605,14 @@ def test_a_step_whose_restore_fails_leaves_the_tuner_as_it_was(tmp_path):
 
 def test_finish_from_a_failed_phase1_epoch_keeps_only_its_checkpoint():
     model = tiny_model()
-    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.3, total_epochs=4)
+    tuner = AALR(
+        model,
+        OPTIMIZERS["sgd"](model.parameters()),
+        initial_loss=2.3,
+        total_epochs=4,
+        rules="paper",
+        finish="steps",
+    )
     records = [tuner.step(loss) for loss in (2.2, 2.1, 2.5, 2.4)]
     # epoch 3 (the finish) checkpoints the current weights, whose loss is 2.5: L* is 2.5, not the 2.3 that
     # the restart rule would have reset it to, so epoch 4's 2.4 is an improvement and is kept

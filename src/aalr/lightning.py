@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
 
-from aalr.policy import AALRConfig, check_loss_value
-from aalr.tuner import AALR, as_loss
+from aalr.policy import ACTIONS, check_loss_value
+from aalr.tuner import AALR, as_loss, check_settings
 
 try:
     import lightning.pytorch as pl
@@ -98,12 +97,17 @@ class AALRCallback(pl.Callback):
             in eval mode without gradients, averaging what ``training_step`` returns (weighted by
             batch size, over all ranks). Needs automatic optimization; its ``self.log`` calls are
             ignored during that pass.
-        total_epochs: the epoch budget for the AALR+ finish (see :class:`aalr.AALRConfig`): an int,
-            ``"max_epochs"`` (the Trainer's ``max_epochs``, read when training starts), or ``None``
-            (default: the paper's rules, no finish). For AALR+ as the harness's ``aalr-plus`` runs it,
-            pass ``total_epochs="max_epochs", rollback=True, phase1_failure="rollback"``.
-        phase1_patience, window, rollback, restart_best, phase1_failure, finish, snapshot_dir,
-            sync_distributed: as for :class:`aalr.AALR`.
+        total_epochs: the epoch budget (see :class:`aalr.AALR`): an int, ``"max_epochs"`` (the
+            Trainer's ``max_epochs``, read when training starts), or ``None`` (default: no budget, so
+            no AALR+ finish). With the default rules, ``total_epochs="max_epochs"`` gives AALR+ as the
+            harness's ``aalr-plus`` runs it.
+        log: log ``aalr/lr``, ``aalr/phase``, ``aalr/best_loss`` and ``aalr/action`` (the action's
+            index in :data:`aalr.policy.ACTIONS`: 0 none, 1 save_best, 2 restore_initial, 3 restore_best)
+            with ``log_dict`` at each epoch's end, so every logger (TensorBoard, CSV, ...) records
+            them; ``aalr/lr`` and ``aalr/phase`` also go to the progress bar. Default True.
+        tuner_options: ``rules``, ``max_lr``, ``min_lr``, ``phase1_patience``, ``window``,
+            ``rollback``, ``restart_best``, ``phase1_failure``, ``finish``, ``snapshot_dir``,
+            ``sync_distributed``, ``verbose``: as for :class:`aalr.AALR`.
     """
 
     def __init__(
@@ -112,51 +116,34 @@ class AALRCallback(pl.Callback):
         initial_loss: float | torch.Tensor | None = None,
         *,
         compute_initial_loss: bool = False,
-        phase1_patience: int = 10,
-        window: str = "p+1",
-        rollback: bool = False,
-        restart_best: str = "initial",
-        phase1_failure: str = "restart",
         total_epochs: int | str | None = None,
-        finish: str = "steps",
-        snapshot_dir: str | os.PathLike[str] | None = None,
-        sync_distributed: bool = True,
+        log: bool = True,
+        **tuner_options: Any,
     ) -> None:
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(
                 f"monitor must be None (the mean of training_step's losses) or the name of a logged "
                 f"metric (a non-empty str), got {monitor!r}"
             )
-        if not isinstance(compute_initial_loss, bool):
-            raise TypeError(f"compute_initial_loss must be True or False, got {compute_initial_loss!r}")
+        for name, flag in (("compute_initial_loss", compute_initial_loss), ("log", log)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if compute_initial_loss and initial_loss is not None:
             raise ValueError(f"give initial_loss ({initial_loss!r}) or compute_initial_loss=True, not both")
         self.initial_loss = (
             None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
         )
         # Fails here, when the callback is made, rather than at the start of training.
-        AALRConfig(
-            phase1_patience=phase1_patience,
-            window=window,
-            rollback=rollback,
-            restart_best=restart_best,
-            phase1_failure=phase1_failure,
-            total_epochs=None if total_epochs == MAX_EPOCHS else total_epochs,  # type: ignore[arg-type]
-            finish=finish,
-        )
+        if isinstance(total_epochs, str) and total_epochs != MAX_EPOCHS:
+            raise ValueError(
+                f"total_epochs must be None, an int >= 1 or {MAX_EPOCHS!r} (the Trainer's), "
+                f"got {total_epochs!r}"
+            )
+        check_settings(total_epochs=None if isinstance(total_epochs, str) else total_epochs, **tuner_options)
+        self.log_decisions = log
         self.monitor = monitor
         self.compute_initial_loss = compute_initial_loss
-        self.tuner_options: dict[str, Any] = {
-            "phase1_patience": phase1_patience,
-            "window": window,
-            "rollback": rollback,
-            "restart_best": restart_best,
-            "phase1_failure": phase1_failure,
-            "total_epochs": total_epochs,
-            "finish": finish,
-            "snapshot_dir": snapshot_dir,
-            "sync_distributed": sync_distributed,
-        }
+        self.tuner_options: dict[str, Any] = {"total_epochs": total_epochs, **tuner_options}
         self.tuner: AALR | None = None
         self._pending_state: dict[str, Any] | None = None  # from a checkpoint, before the tuner exists
         # monitor=None: this rank's (loss x batch size sum, sample count) so far of epoch _totals_epoch,
@@ -230,7 +217,7 @@ class AALRCallback(pl.Callback):
                     "batch); return the loss from training_step (with manual optimization too), or log "
                     "it with self.log(name, loss, on_epoch=True) and pass monitor=name"
                 )
-            self.tuner.step(total / count)
+            self._log(pl_module, self.tuner.step(total / count))
             return
         self._carried = None
         metrics = trainer.callback_metrics
@@ -240,7 +227,18 @@ class AALRCallback(pl.Callback):
                 f"{sorted(metrics)}; log it in training_step with self.log({self.monitor!r}, loss, "
                 f"on_epoch=True) (and sync_dist=True under DDP), or pass monitor=<its name>"
             )
-        self.tuner.step(metrics[self.monitor])
+        self._log(pl_module, self.tuner.step(metrics[self.monitor]))
+
+    def _log(self, pl_module: pl.LightningModule, record: dict[str, Any]) -> None:
+        if not self.log_decisions:
+            return
+        # every rank holds the same values (one decision on the all-reduced loss): no sync needed
+        values = {"aalr/lr": record["next_lr"], "aalr/phase": float(self.tuner.phase if self.tuner else 0)}
+        pl_module.log_dict(values, prog_bar=True, on_step=False, on_epoch=True)
+        more = {"aalr/action": float(ACTIONS.index(record["action"]))}
+        if record["best"] is not None:
+            more["aalr/best_loss"] = float(record["best"])
+        pl_module.log_dict(more, on_step=False, on_epoch=True)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

@@ -6,7 +6,12 @@ initial weights, restore the best checkpoint) and the LR of the next epoch, as a
 with ``lr = eta0 * 2**k``. Keeping the exponent as an integer makes "the LR is always eta0 times
 a power of two" true by construction, and keeps the state plain numbers.
 
-Rules (our defaults; the paper's other readings are options of :class:`AALRConfig`):
+Two named sets of rules (:data:`RULES`; ``rules=`` of :class:`aalr.AALR`): ``"paper"``, Algorithm 1
+as below, and ``"plus"`` (AALR+, the tuner's default, the recommended rules): ``rollback=True``,
+``phase1_failure="rollback"`` and, given a budget, the ``"steps"`` finish. A bare ``AALRConfig()``
+is the paper's rules (its ``finish`` acts only with ``total_epochs``).
+
+Rules (our readings where the paper is ambiguous; the others are options of :class:`AALRConfig`):
 
 Phase 1 (find a stable start), patience ``phase1_patience`` (10):
   an epoch *fails* when its loss is not finite or is above the best loss ``L*`` (equal passes).
@@ -59,9 +64,17 @@ Action = Literal["none", "save_best", "restore_initial", "restore_best"]
 ACTIONS: tuple[str, ...] = ("none", "save_best", "restore_initial", "restore_best")
 WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
-FINISHES: tuple[str, ...] = ("steps", "linear")
+FINISHES: tuple[str, ...] = ("steps", "linear", "none")
 PHASE1_FAILURES: tuple[str, ...] = ("restart", "rollback")
 FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
+
+# The named sets of rules (``rules=`` of :class:`aalr.AALR` and :meth:`AALRConfig.for_rules`): the settings
+# each one fixes. Every other setting keeps its default. "plus" (AALR+, the recommended rules) is what
+# the harness runs as ``aalr-plus``; "paper" is Algorithm 1 of the paper exactly.
+RULES: dict[str, dict[str, Any]] = {
+    "plus": {"rollback": True, "phase1_failure": "rollback", "finish": "steps"},
+    "paper": {"rollback": False, "phase1_failure": "restart", "finish": "none"},
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,13 @@ class AALRConfig:
             halving does. Nothing trained is thrown away, and phase 2's windows, not one epoch,
             judge the LR from there. A failure before any stable epoch restarts as in the paper).
         total_epochs: the epoch budget, for the AALR+ finish (None: the paper's rules, unchanged).
-        finish: how AALR+ ends the run: ``"steps"`` or ``"linear"`` (see the module docstring).
+        finish: how AALR+ ends the run: ``"steps"``, ``"linear"`` (see the module docstring) or
+            ``"none"`` (no finish even with a budget: ``total_epochs`` then only warns when a step
+            runs past it).
+        max_exponent, min_exponent: bounds on ``k`` in ``lr = eta0 * 2**k`` (None: unbounded). A
+            doubling or halving that would leave them holds ``k`` at the bound (the decision's reason
+            says so); everything else (patience, windows, restores) goes on as without bounds. The
+            tuner derives them from ``max_lr`` / ``min_lr``.
     """
 
     phase1_patience: int = 10
@@ -94,9 +113,28 @@ class AALRConfig:
     phase1_failure: str = "restart"
     total_epochs: int | None = None
     finish: str = "steps"
+    max_exponent: int | None = None
+    min_exponent: int | None = None
+
+    @classmethod
+    def for_rules(cls, rules: str, **settings: Any) -> AALRConfig:
+        """The config of a named set of rules (:data:`RULES`), with ``settings`` on top; a setting
+        given as ``None`` takes the rules' value (so callers can pass their optional arguments through)."""
+        if rules not in RULES:
+            raise ValueError(f"rules must be one of {tuple(RULES)}, got {rules!r}")
+        chosen = {
+            **RULES[rules],
+            **{k: v for k, v in settings.items() if v is not None or k not in RULES[rules]},
+        }
+        return cls(**chosen)
 
     def __post_init__(self) -> None:
-        for name in ("phase1_patience", "total_epochs"):  # NumPy and other integral types become int
+        for name in (
+            "phase1_patience",
+            "total_epochs",
+            "max_exponent",
+            "min_exponent",
+        ):  # NumPy and other integral types become int
             value = getattr(self, name)
             if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
                 object.__setattr__(self, name, int(value))
@@ -120,6 +158,23 @@ class AALRConfig:
             raise ValueError(f"total_epochs must be None or an integer >= 1, got {self.total_epochs!r}")
         if self.finish not in FINISHES:
             raise ValueError(f"finish must be one of {FINISHES}, got {self.finish!r}")
+        for name in ("max_exponent", "min_exponent"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be None or an int, got {value!r}")
+        if self.max_exponent is not None and self.max_exponent < 0:
+            raise ValueError(
+                f"max_exponent must be >= 0 (the LR may not start above its bound), got {self.max_exponent}"
+            )
+        if self.min_exponent is not None and self.min_exponent > 0:
+            raise ValueError(
+                f"min_exponent must be <= 0 (the LR may not start below its bound), got {self.min_exponent}"
+            )
+
+    @property
+    def finishes(self) -> bool:
+        """Whether the AALR+ finish applies: a budget and a finish other than ``"none"``."""
+        return self.total_epochs is not None and self.finish != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,7 +273,7 @@ class AALRPolicy:
     def lr_scale(self) -> float:
         """The AALR+ finish's factor on ``eta0 * 2**k`` for the next epoch (1 outside the finish)."""
         total, start = self.config.total_epochs, self.finish_epoch
-        if total is None or start is None:
+        if total is None or start is None or not self.config.finishes:
             return 1.0
         if self.config.finish == "linear":
             return max(total - self.epoch, 0) / (total - start + 1)
@@ -241,12 +296,24 @@ class AALRPolicy:
             decision = self._phase2(loss)
         if self.finish_epoch is None and self._finish_due(loss, decision, stable_before):
             decision = self._start_finish(loss, decision, doubled=self.lr_exponent > exponent_before)
-        return Decision(decision.action, decision.lr_exponent, decision.reason, self.lr_scale)
+        reason = decision.reason + self._hold_at_bounds()
+        return Decision(decision.action, self.lr_exponent, reason, self.lr_scale)
+
+    def _hold_at_bounds(self) -> str:
+        """Hold ``k`` within the config's bounds; the words to add to the decision's reason."""
+        high, low = self.config.max_exponent, self.config.min_exponent
+        if high is not None and self.lr_exponent > high:
+            self.lr_exponent = high
+            return " (LR held at its upper bound, max_lr)"
+        if low is not None and self.lr_exponent < low:
+            self.lr_exponent = low
+            return " (LR held at its lower bound, min_lr)"
+        return ""
 
     # -- AALR+ ---------------------------------------------------------------------------------
     def _finish_due(self, loss: float, decision: Decision, stable_before: int) -> bool:
         total = self.config.total_epochs
-        if total is None:
+        if total is None or not self.config.finishes:
             return False
         if decision.action == "restore_initial" and (not math.isfinite(loss) or stable_before == 0):
             # A failure with no checkpoint to go back to: on a non-finite epoch there are no weights to

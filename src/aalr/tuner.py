@@ -11,6 +11,7 @@ import logging
 import math
 import numbers
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -50,33 +51,85 @@ def _set_group_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
+# The tuner's keyword options besides the budget (integrations pass them through).
+TUNER_OPTIONS = (
+    "rules",
+    "max_lr",
+    "min_lr",
+    "phase1_patience",
+    "window",
+    "rollback",
+    "restart_best",
+    "phase1_failure",
+    "finish",
+    "snapshot_dir",
+    "sync_distributed",
+    "verbose",
+)
+
+
+def check_settings(*, total_epochs: int | None = None, **options: Any) -> None:
+    """Check the tuner's settings that need no model or optimizer (an integration's, made before
+    training starts); raises as :class:`AALR` would. ``max_lr`` / ``min_lr`` are checked against the
+    optimizer's LR only when the tuner is made."""
+    unknown = sorted(set(options) - set(TUNER_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown AALR options {unknown}; the options are {list(TUNER_OPTIONS)}")
+    for name in ("sync_distributed", "verbose"):
+        if name in options and not isinstance(options[name], bool):
+            raise TypeError(f"{name} must be True or False, got {options[name]!r}")
+    for name in ("max_lr", "min_lr"):
+        _check_bound(options.get(name), name)
+    policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}
+    AALRConfig.for_rules(options.get("rules", "plus"), total_epochs=total_epochs, **policy_options)
+
+
+_POLICY_OPTIONS = ("phase1_patience", "window", "rollback", "restart_best", "phase1_failure", "finish")
+
+
 class AALR:
-    """The Automated Adaptive Learning Rate tuner (Algorithm 1), for any torch optimizer.
+    """The Automated Adaptive Learning Rate tuner, for any torch optimizer.
+
+    Call :meth:`step` once per round (an epoch, or N optimizer steps) with that round's mean
+    training loss; the tuner may restore weights and optimizer state, and sets the next round's LR.
 
     Args:
         model: the module being trained; its ``state_dict`` is what snapshots hold.
         optimizer: any ``torch.optim.Optimizer``. ``eta0`` is param group 0's LR now; every group
             keeps its current ratio to group 0.
-        initial_loss: the training loss of the initial model (one forward pass over the training
-            set), the first best loss ``L*``. ``None``: unknown; the first epoch of phase 1 (and of
-            each restart) then fails only on a non-finite loss.
-        phase1_patience, window, rollback, restart_best, phase1_failure: see :class:`aalr.AALRConfig`.
-        total_epochs, finish: AALR+, a finish that uses the epoch budget (None: the paper's rules);
-            see :mod:`aalr.policy`.
+        initial_loss: the training loss of the initial model (e.g. :func:`aalr.mean_loss` over the
+            training set), the first best loss ``L*``. ``None``: unknown; the first epoch of phase 1
+            (and of each restart) then fails only on a non-finite loss.
+        rules: ``"plus"`` (default, the recommended rules, AALR+: ``rollback=True``,
+            ``phase1_failure="rollback"`` and, when ``total_epochs`` is given, the budget-aware
+            ``finish="steps"``) or ``"paper"`` (Algorithm 1 of the paper exactly: no rollback,
+            phase-1 restarts, no finish). An option given explicitly overrides the rules' value.
+        total_epochs: the budget in epochs (rounds): AALR+'s finish uses it, and a step past it
+            warns. ``None``: no budget.
+        max_lr, min_lr: optional bounds on param group 0's LR (other groups keep their ratio): a
+            doubling above ``max_lr`` or a halving below ``min_lr`` holds the LR at the last power of
+            two times ``eta0`` within the bound. The AALR+ finish's decay multiplies on top.
+        phase1_patience, window, rollback, restart_best, phase1_failure, finish: see
+            :class:`aalr.AALRConfig` (``rollback``, ``phase1_failure`` and ``finish`` default to the
+            rules' values).
         snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
         sync_distributed: under ``torch.distributed``, decide on the mean loss over ranks (default),
-            so every rank takes the same decision.
+            so every rank takes the same decision; the initial loss is averaged over ranks too.
+        verbose: log every decision at WARNING (Python prints it with no logging set up). By
+            default restores and restarts are logged at WARNING and the other decisions at INFO,
+            on the ``"aalr"`` logger (under ``torch.distributed``, by rank 0 only).
 
     Example::
 
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        tuner = aalr.AALR(model, optimizer, initial_loss=evaluate(model))
-        for epoch in range(epochs):
+        tuner = aalr.AALR(model, optimizer, initial_loss=aalr.mean_loss(model, loader), total_epochs=30)
+        for epoch in range(30):
             loss = train_one_epoch(model, optimizer)   # mean training loss of the epoch
             tuner.step(loss)                           # may restore weights; sets the next LR
+        tuner.load_best()                              # the best checkpoint back into the model
 
     Snapshots: the construction-time weights and optimizer state (the restart point of phase 1,
-    freed when phase 2 starts) and the best checkpoint, copied to the CPU.
+    freed once no restart can come) and the best checkpoint, copied to the CPU.
     """
 
     def __init__(
@@ -85,15 +138,19 @@ class AALR:
         optimizer: torch.optim.Optimizer,
         initial_loss: float | torch.Tensor | None = None,
         *,
+        rules: str = "plus",
+        total_epochs: int | None = None,
+        max_lr: float | None = None,
+        min_lr: float | None = None,
         phase1_patience: int = 10,
         window: str = "p+1",
-        rollback: bool = False,
+        rollback: bool | None = None,
         restart_best: str = "initial",
-        phase1_failure: str = "restart",
-        total_epochs: int | None = None,
-        finish: str = "steps",
+        phase1_failure: str | None = None,
+        finish: str | None = None,
         snapshot_dir: str | os.PathLike[str] | None = None,
         sync_distributed: bool = True,
+        verbose: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -112,10 +169,10 @@ class AALR:
                 raise ValueError(f"param group {index} has LR {lr}; LRs must be finite and >= 0")
         if lrs[0] <= 0:
             raise ValueError(f"param group 0's LR is eta0 and must be > 0, got {lrs[0]}")
-        if not isinstance(sync_distributed, bool):
-            raise TypeError(f"sync_distributed must be True or False, got {sync_distributed!r}")
+        check_settings(sync_distributed=sync_distributed, verbose=verbose)
         loss0 = None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
-        config = AALRConfig(
+        config = AALRConfig.for_rules(
+            rules,
             phase1_patience=phase1_patience,
             window=window,
             rollback=rollback,
@@ -123,15 +180,21 @@ class AALR:
             phase1_failure=phase1_failure,
             total_epochs=total_epochs,
             finish=finish,
+            max_exponent=lr_exponent_bound(lrs[0], max_lr, "max_lr"),
+            min_exponent=lr_exponent_bound(lrs[0], min_lr, "min_lr"),
         )
 
         self.model = model
         self.optimizer = optimizer
+        self.sync_distributed = sync_distributed
+        self.verbose = verbose
+        if loss0 is not None:  # every rank must start from the same L*, or their decisions drift apart
+            loss0 = self._mean_over_ranks(loss0)
         self.policy = AALRPolicy(initial_loss=loss0, config=config)
         # each group's own starting LR: its LR is group_eta0 * 2**k (* the finish's scale), which keeps
         # the groups' ratios and, unlike lr * ratio, is exact (no 0.30000000000000004)
         self.group_eta0 = list(lrs)
-        self.sync_distributed = sync_distributed
+        self._warned_past_budget = False
         self.history: list[dict[str, Any]] = []
         self.snapshots: SnapshotStore = (
             MemorySnapshots() if snapshot_dir is None else DirectorySnapshots(snapshot_dir)
@@ -188,6 +251,15 @@ class AALR:
                 f"{len(self.group_eta0)}; param groups cannot be added or removed while AALR tunes the "
                 "optimizer (make a new tuner)"
             )
+        budget = self.config.total_epochs
+        if budget is not None and self.policy.epoch >= budget and not self._warned_past_budget:
+            self._warned_past_budget = True
+            warnings.warn(
+                f"AALR: step {self.policy.epoch + 1} is past the budget total_epochs={budget}; the tuner "
+                "goes on deciding, but AALR+'s finish has ended: give total_epochs the run's whole length",
+                UserWarning,
+                stacklevel=2,
+            )
         value = self._mean_over_ranks(local)
         lr_before = self.lr
         phase_before = self.phase
@@ -229,15 +301,39 @@ class AALR:
         if value != local and not (math.isnan(value) and math.isnan(local)):
             record["local_loss"] = local
         self.history.append(record)
-        logger.info(
-            "AALR epoch %d: loss %.6g, %s (lr %.6g -> %.6g)",
-            record["epoch"],
-            value,
-            decision.reason,
-            lr_before,
-            self.lr,
-        )
+        self._log(record)
         return record
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Restores and restarts at WARNING (seen with no logging set up), the rest at INFO (or WARNING
+        with ``verbose``); under torch.distributed by rank 0 only, since every rank decides alike."""
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        restored = record["action"] in ("restore_initial", "restore_best")
+        level = logging.WARNING if restored or self.verbose else logging.INFO
+        logger.log(
+            level,
+            "AALR round %d: loss %.6g, %s (lr %.6g -> %.6g)",
+            record["epoch"],
+            record["loss"],
+            record["reason"],
+            record["lr"],
+            record["next_lr"],
+        )
+
+    def load_best(self) -> bool:
+        """Load the best checkpoint's weights and optimizer state into the model and optimizer.
+
+        Call it when training ends, to keep the weights of the best round rather than the last one's.
+        Returns True if a checkpoint was loaded, False if there is none (phase 1 under the paper's
+        rules keeps none: there the current weights are those of the best loss so far, since every
+        stable round lowers ``L*`` and a failure restarts from the initial weights). The tuner's
+        state is unchanged, so training may go on.
+        """
+        if "best" not in self.snapshots.names():
+            return False
+        self._restore("best")
+        return True
 
     # -- acting ------------------------------------------------------------------------------
     def _capture(self, reuse: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -400,3 +496,42 @@ def _group_eta0_of_old_state(state: dict[str, Any]) -> list[float]:
     if not isinstance(ratios, list | tuple) or not all(is_finite_real(r) and r >= 0 for r in ratios):
         raise ValueError(f"AALR state: lr_ratios must be a list of finite numbers >= 0, got {ratios!r}")
     return [float(eta0) * float(ratio) for ratio in ratios]
+
+
+def lr_exponent_bound(eta0: float, bound: float | None, name: str) -> int | None:
+    """The exponent ``k`` of the last LR ``eta0 * 2**k`` on the allowed side of ``max_lr`` / ``min_lr``."""
+    if bound is None:
+        return None
+    if (
+        isinstance(bound, bool)
+        or not isinstance(bound, numbers.Real)
+        or not (math.isfinite(bound) and bound > 0)
+    ):
+        raise ValueError(f"{name} must be None or a finite number > 0, got {bound!r}")
+    bound = float(bound)
+    if name == "max_lr":
+        if bound < eta0:
+            raise ValueError(f"max_lr ({bound}) must be >= the optimizer's LR, eta0 = {eta0}")
+        k = math.floor(math.log2(bound / eta0))
+        while math.ldexp(eta0, k + 1) <= bound:  # log2's rounding, either way
+            k += 1
+        while math.ldexp(eta0, k) > bound:
+            k -= 1
+        return k
+    if bound > eta0:
+        raise ValueError(f"min_lr ({bound}) must be <= the optimizer's LR, eta0 = {eta0}")
+    k = math.ceil(math.log2(bound / eta0))
+    while math.ldexp(eta0, k - 1) >= bound:
+        k -= 1
+    while math.ldexp(eta0, k) < bound:
+        k += 1
+    return k
+
+
+def _check_bound(bound: object, name: str) -> float:
+    if bound is None:
+        return math.nan
+    value = float(bound) if isinstance(bound, numbers.Real) and not isinstance(bound, bool) else math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be None or a finite number > 0, got {bound!r}")
+    return value

@@ -856,7 +856,9 @@ def build_method(
     if name in AALR_METHODS:
         from aalr.tuner import AALR  # the library; imported here so the non-AALR methods never need it
 
-        tuner_options = _constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback"))
+        tuner_options = _constructor_options(
+            AALR, ("model", "optimizer", "initial_loss", "rollback", "rules")
+        )
         if name == "aalr-plus":  # AALR+: rollback in both phases and the finish over this run's epochs
             options = {"total_epochs": epochs, "phase1_failure": "rollback", **options}
         optimizer_options = _ADAM_OPTIONS if name == "aalr-adam" else _SGD_OPTIONS
@@ -866,7 +868,9 @@ def build_method(
         optimizer_factory = _adam if name == "aalr-adam" else _sgd
         optimizer, optimizer_settings = optimizer_factory(params, eta0, wd, options)
         rollback = name in ("aalr-rollback", "aalr-plus")
-        tuner = AALR(model, optimizer, initial_loss=initial_loss, rollback=rollback, **options)
+        # aalr-plus runs the library's default rules; the others keep the paper's (their committed results)
+        rules = "plus" if name == "aalr-plus" else "paper"
+        tuner = AALR(model, optimizer, initial_loss=initial_loss, rules=rules, rollback=rollback, **options)
         settings.update(optimizer_settings, schedule="AALR", rollback=rollback, **_plain(options))
         settings["initial_loss"] = None if initial_loss is None else float(initial_loss)
         return _AALRMethod(name, optimizer, settings, tuner)
