@@ -22,6 +22,7 @@ from aalr.harness.tensorboard import (
     MISSING_PACKAGE,
     TensorBoardLog,
     TensorBoardUnavailable,
+    require_tensorboard,
     tag_for,
     write_run,
 )
@@ -353,6 +354,8 @@ def test_without_tensorboard_a_clear_error_and_the_module_still_imports(
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # makes `import tensorboard` raise ImportError
     fresh = importlib.import_module("aalr.harness.tensorboard")  # importing needs no tensorboard
+    with pytest.raises(fresh.TensorBoardUnavailable, match=re.escape(MISSING_PACKAGE)):
+        fresh.require_tensorboard()
     with pytest.raises(fresh.TensorBoardUnavailable, match=re.escape(MISSING_PACKAGE)) as caught:
         fresh.TensorBoardLog(tmp_path / "tb")
     assert isinstance(caught.value, ValueError)  # the CLI turns a ValueError into exit code 2
@@ -361,3 +364,8 @@ def test_without_tensorboard_a_clear_error_and_the_module_still_imports(
     with pytest.raises(fresh.TensorBoardUnavailable):
         fresh.write_run(tmp_path / "run", tmp_path / "tb")
     assert issubclass(TensorBoardUnavailable, ValueError)
+
+
+def test_require_tensorboard_with_it_installed() -> None:
+    pytest.importorskip("tensorboard")
+    require_tensorboard()  # no error

@@ -60,7 +60,15 @@ import types
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ACTION_CODES", "MISSING_PACKAGE", "TensorBoardLog", "TensorBoardUnavailable", "write_run"]
+__all__ = [
+    "ACTION_CODES",
+    "MISSING_PACKAGE",
+    "TensorBoardLog",
+    "TensorBoardUnavailable",
+    "require_tensorboard",
+    "tag_for",
+    "write_run",
+]
 
 ACTION_CODES = {
     "none": 0,
@@ -83,6 +91,12 @@ _SPLITS = ("train", "test")
 
 class TensorBoardUnavailable(ValueError):
     """The ``tensorboard`` package is not installed (a ValueError, so the CLI exits with code 2)."""
+
+
+def require_tensorboard() -> None:
+    """Raise :class:`TensorBoardUnavailable` unless the ``tensorboard`` package can be used: for a
+    command line to check ``--tensorboard`` before any run starts."""
+    _summary_writer_class()
 
 
 def _summary_writer_class() -> type:
