@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck reproduce-cpu clean
+.PHONY: install demo test wheel-check lint typecheck reproduce-cpu clean
 
 # torch==2.13.0 first: it is a CPU wheel on this machine's disk, and installing it first means no
 # dependency can pull a (multi-GB, CUDA) newer torch. torchvision is never installed.
@@ -29,6 +29,11 @@ typecheck: install
 
 test: lint typecheck
 	$(PY) -m pytest -q
+
+# Build the wheel, install it with only the harness extra into a fresh venv outside the checkout, and run
+# `aalr list` and a two-epoch `aalr compare` from there (CI runs it after `make test`).
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel-check
 
 # The CPU evidence (docs/REPRODUCTION.md): every CPU suite into results/ (fmnist also in bf16 and
 # channels_last), resuming what is done, so it can run in the background across sessions. Checkpoints

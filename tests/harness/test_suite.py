@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from aalr.harness import suite as suite_module
 from aalr.harness.suite import (
     SUITES_DIR,
     RunSpec,
@@ -436,14 +435,8 @@ def test_read_summary_needs_a_json_object(tmp_path: Path) -> None:
     assert is_finished(tmp_path)
 
 
-def test_suites_dir_prefers_the_packaged_folder_else_the_repository_one(tmp_path: Path) -> None:
-    module_file = tmp_path / "repo" / "src" / "aalr" / "harness" / "suite.py"
-    module_file.parent.mkdir(parents=True)
-    (tmp_path / "repo" / "pyproject.toml").write_text("")
-    (tmp_path / "repo" / "suites").mkdir()
-    assert suite_module._find_suites_dir(module_file) == (tmp_path / "repo" / "suites").resolve()
-    (tmp_path / "repo" / "src" / "aalr" / "suites").mkdir()
-    assert (
-        suite_module._find_suites_dir(module_file)
-        == (tmp_path / "repo" / "src" / "aalr" / "suites").resolve()
-    )
+def test_the_suites_live_in_the_package_and_the_repository_links_to_them() -> None:
+    import aalr
+
+    assert SUITES_DIR == Path(aalr.__file__).resolve().parent / "suites"
+    assert (Path(__file__).resolve().parents[2] / "suites").resolve() == SUITES_DIR

@@ -70,20 +70,9 @@ RESERVED_KEYS = {
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-def _find_suites_dir(module_file: Path | str = __file__) -> Path:
-    """The packaged suites (``aalr/suites``, in a wheel) if present, else ``<repo>/suites``."""
-    here = Path(module_file).resolve()
-    packaged = here.parent.parent / "suites"
-    if packaged.is_dir():
-        return packaged
-    # An editable or source checkout: the repository root is the ancestor with pyproject.toml.
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "suites").is_dir():
-            return parent / "suites"
-    return here.parents[3] / "suites"
-
-
-SUITES_DIR: Path = _find_suites_dir()
+# The suites live inside the package (``aalr/suites``), so a wheel carries them; the repository's
+# ``suites`` is a link to that folder.
+SUITES_DIR: Path = Path(__file__).resolve().parent.parent / "suites"
 
 
 @dataclass
