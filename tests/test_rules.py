@@ -3,6 +3,7 @@ the best weights back at the end, a warning past the budget, decisions that show
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import subprocess
@@ -18,6 +19,11 @@ import aalr
 from aalr import AALR, AALRConfig, AALRPolicy
 
 
+def rules_of(config: AALRConfig) -> AALRConfig:
+    """The config without its LR bounds (the tuner always sets them: at least float's range)."""
+    return dataclasses.replace(config, max_exponent=None, min_exponent=None)
+
+
 def model_and_sgd(lr: float = 0.1) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
@@ -27,11 +33,11 @@ def model_and_sgd(lr: float = 0.1) -> tuple[nn.Module, torch.optim.Optimizer]:
 # -- rules ------------------------------------------------------------------------------------------
 def test_the_default_is_aalr_plus_as_the_harness_runs_it():
     model, optimizer = model_and_sgd()
-    assert AALR(model, optimizer, initial_loss=2.0).config == AALRConfig(
+    assert rules_of(AALR(model, optimizer, initial_loss=2.0).config) == AALRConfig(
         rollback=True, phase1_failure="rollback", finish="steps"
     )
     model, optimizer = model_and_sgd()
-    assert AALR(model, optimizer, initial_loss=2.0, total_epochs=30).config == AALRConfig(
+    assert rules_of(AALR(model, optimizer, initial_loss=2.0, total_epochs=30).config) == AALRConfig(
         rollback=True, phase1_failure="rollback", finish="steps", total_epochs=30
     )
 
@@ -48,7 +54,7 @@ def test_the_default_equals_the_harness_aalr_plus_method():
 
 def test_paper_rules_are_algorithm_1_and_ignore_the_budget_for_the_lr():
     model, optimizer = model_and_sgd()
-    assert AALR(model, optimizer, rules="paper").config == AALRConfig(finish="none")
+    assert rules_of(AALR(model, optimizer, rules="paper").config) == AALRConfig(finish="none")
     losses = [1.9, 1.8, 2.5, 1.7, 1.6, 1.5, 1.55, 1.58, 1.4, 1.3]
     lrs = {}
     for budget in (None, 10):
@@ -228,7 +234,7 @@ def test_the_harness_paper_methods_keep_the_paper_rules(name):
 
     model = nn.Linear(4, 3)
     method = build_method(name, model, epochs=12, steps_per_epoch=5, model_name="x", initial_loss=2.0)
-    assert method.tuner.config == AALRConfig(finish="none", rollback=name == "aalr-rollback")
+    assert rules_of(method.tuner.config) == AALRConfig(finish="none", rollback=name == "aalr-rollback")
 
 
 @pytest.mark.parametrize(
@@ -241,3 +247,30 @@ def test_the_harness_paper_methods_keep_the_paper_rules(name):
 def test_exponent_bounds_must_admit_the_start(settings, match):
     with pytest.raises(ValueError, match=match):
         AALRConfig(**settings)
+
+
+# -- float's range ------------------------------------------------------------------------------------
+def test_endless_non_finite_losses_never_drive_the_lr_to_zero():
+    model, optimizer = model_and_sgd()
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    tuner.step(1.0)
+    for _ in range(2000):
+        tuner.step(math.nan)
+    assert 0 < tuner.lr < 1e-300 and optimizer.param_groups[0]["lr"] == tuner.lr
+    assert tuner.lr * 2 != tuner.lr and math.isfinite(tuner.lr)
+    assert "lower bound" in tuner.history[-1]["reason"]
+
+
+def test_endless_improvement_never_overflows_the_lr():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
+    groups = [{"params": model[0].parameters(), "lr": 0.1}, {"params": model[1].parameters(), "lr": 10.0}]
+    optimizer = torch.optim.SGD(groups)
+    tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1)
+    loss = 1.0
+    for _ in range(3000):
+        loss *= 0.999
+        tuner.step(loss)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert all(math.isfinite(lr) for lr in lrs) and lrs[1] > 1e300  # the larger group reached the top
+    assert "upper bound" in tuner.history[-1]["reason"] or "upper bound" in tuner.history[-2]["reason"]

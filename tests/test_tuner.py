@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import logging
@@ -447,7 +448,8 @@ def test_directory_snapshots_behave_like_memory(tmp_path):
     lrs2, weights2, tuner = run_training(12, scripted, snapshot_dir=tmp_path / "snaps")
     assert lrs2 == lrs
     assert_same_state(weights2, weights)
-    assert sorted(p.name for p in (tmp_path / "snaps").glob("*.pt")) == ["best.pt"]
+    assert sorted(p.name for p in tuner.snapshots.directory.glob("*.pt")) == ["best.pt"]
+    assert tuner.snapshots.directory.parent == tmp_path / "snaps"
     assert tuner.snapshot_nbytes() > 0
 
 
@@ -455,7 +457,9 @@ def test_directory_snapshot_refuses_pickled_objects(tmp_path):
     model = tiny_model()
     tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), snapshot_dir=tmp_path)
 
-    torch.save({"model": argparse.Namespace(lr=0.1), "optimizer": {}}, tmp_path / "initial.pt")
+    torch.save(
+        {"model": argparse.Namespace(lr=0.1), "optimizer": {}}, tuner.snapshots.directory / "initial.pt"
+    )
     with pytest.raises(ValueError, match=r"initial.pt.*cannot be read safely"):
         tuner.snapshots.get("initial")
 
@@ -523,7 +527,7 @@ def test_directory_snapshots_leave_other_files_alone(tmp_path):
     assert sorted(state["snapshots"]) == ["initial"]
     fresh = AALR(model, optimizer, snapshot_dir=tmp_path)
     fresh.load_state_dict(state)
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["args.pt", "best.pt", "ckpt.pt", "initial.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["args.pt", "best.pt", "ckpt.pt"]
 
 
 def _tuner_facts(tuner: AALR) -> tuple:
@@ -591,13 +595,14 @@ def test_a_step_whose_restore_fails_leaves_the_tuner_as_it_was(tmp_path):
     optimizer = OPTIMIZERS["sgd"](model.parameters())
     tuner = AALR(model, optimizer, initial_loss=2.0, phase1_patience=1, snapshot_dir=tmp_path)
     tuner.step(1.5)
-    good_bytes = (tmp_path / "best.pt").read_bytes()
-    (tmp_path / "best.pt").write_bytes(b"truncated")
+    best = tuner.snapshots.directory / "best.pt"
+    good_bytes = best.read_bytes()
+    best.write_bytes(b"truncated")
     before = (*_tuner_facts(tuner), tuner.patience, optimizer.param_groups[0]["lr"])
     with pytest.raises(ValueError, match=r"best\.pt"):
         tuner.step(NAN)  # wants to restore the (now unreadable) best snapshot
     assert (*_tuner_facts(tuner), tuner.patience, optimizer.param_groups[0]["lr"]) == before
-    (tmp_path / "best.pt").write_bytes(good_bytes)  # once the cause is mended, the same step works
+    best.write_bytes(good_bytes)  # once the cause is mended, the same step works
     record = tuner.step(NAN)
     assert (record["epoch"], record["action"], tuner.patience) == (2, "restore_best", 2)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
@@ -636,3 +641,83 @@ def test_integral_settings_of_any_type_are_accepted_as_ints():
         AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=10**400)
     with pytest.raises(ValueError, match="initial_loss must fit in a float, got an int of 401 digits"):
         aalr.AALRPolicy(initial_loss=10**400)  # the policy alone says the same
+
+
+# -- snapshot_dir: the tuner's own folder ----------------------------------------------------------
+def test_snapshot_dir_never_touches_the_users_files(tmp_path):
+    (tmp_path / "best.pt").write_text("mine")
+    (tmp_path / "initial.pt").write_text("x")
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=1.0, snapshot_dir=tmp_path)
+    tuner.step(0.5)  # checkpoints, frees the initial snapshot
+    tuner.step(NAN)  # restores
+    assert (tmp_path / "best.pt").read_text() == "mine" and (tmp_path / "initial.pt").read_text() == "x"
+    assert tuner.snapshots.directory.parent == tmp_path
+    folder = tuner.snapshots.directory
+    del tuner
+    gc.collect()
+    assert not folder.exists()  # removed with the tuner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "initial.pt"]
+
+
+def test_two_tuners_sharing_a_snapshot_dir_keep_their_own_weights(tmp_path):
+    models = [tiny_model(), tiny_model()]
+    with torch.no_grad():
+        models[1][0].weight.fill_(3.0)
+    tuners = [
+        AALR(m, OPTIMIZERS["sgd"](m.parameters()), initial_loss=1.0, snapshot_dir=tmp_path) for m in models
+    ]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    for tuner in tuners:
+        tuner.step(0.5)
+    for model in models:
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+    for tuner in tuners:
+        tuner.step(NAN)
+    for model, weights in zip(models, saved, strict=True):
+        assert_same_state(model.state_dict(), weights)
+    assert tuners[0].snapshots.directory != tuners[1].snapshots.directory
+
+
+@pytest.mark.parametrize("bad", ["", b"x", 3])
+def test_snapshot_dir_must_be_a_path(bad):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"snapshot_dir must be the path of a directory, got"):
+        AALR(model, OPTIMIZERS["sgd"](model.parameters()), snapshot_dir=bad)
+
+
+def test_a_symlinked_snapshot_dir_is_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"snapshot_dir '.*link' is a symbolic link \(to '.*elsewhere'\)"):
+        AALR(model, OPTIMIZERS["sgd"](model.parameters()), snapshot_dir=tmp_path / "link")
+    assert list(target.iterdir()) == []
+
+
+def test_a_state_of_another_optimizer_is_refused_before_it_breaks_a_step():
+    model = tiny_model()
+    sgd_tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.0, phase1_patience=1)
+    sgd_tuner.step(1.5)
+    other = tiny_model()
+    adam = torch.optim.Adam(other.parameters(), lr=1e-3)
+    adam_tuner = AALR(other, adam, initial_loss=2.0)
+    with pytest.raises(
+        ValueError, match=r"snapshot 'best' is of another optimizer: .*'momentum'.* this Adam"
+    ):
+        adam_tuner.load_state_dict(sgd_tuner.state_dict())
+    assert adam_tuner.epoch == 0  # nothing changed
+
+
+def test_an_optimizer_that_does_not_train_the_model_is_refused():
+    model, other = tiny_model(), tiny_model(1)
+    with pytest.raises(ValueError, match=r"param group 0 of the optimizer holds 6 of 6 tensors that are not"):
+        AALR(model, OPTIMIZERS["sgd"](other.parameters()))
+    with pytest.raises(ValueError, match=r"model ReLU has no parameters: there is nothing to tune"):
+        AALR(nn.ReLU(), OPTIMIZERS["sgd"](model.parameters()))
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    optimizer.add_param_group({"params": []})
+    with pytest.raises(ValueError, match=r"param group 1 of the optimizer has no parameters"):
+        AALR(model, optimizer)

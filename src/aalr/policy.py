@@ -304,10 +304,10 @@ class AALRPolicy:
         high, low = self.config.max_exponent, self.config.min_exponent
         if high is not None and self.lr_exponent > high:
             self.lr_exponent = high
-            return " (LR held at its upper bound, max_lr)"
+            return " (LR held at its upper bound)"
         if low is not None and self.lr_exponent < low:
             self.lr_exponent = low
-            return " (LR held at its lower bound, min_lr)"
+            return " (LR held at its lower bound)"
         return ""
 
     # -- AALR+ ---------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ and its later in-place updates would otherwise write into the snapshot.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -149,23 +151,38 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class DirectorySnapshots:
-    """Snapshots as ``<directory>/<name>.pt`` files; no tensor is kept in memory between calls.
+    """Snapshots as ``<name>.pt`` files in a folder of this store's own; no tensor is kept in memory
+    between calls.
 
-    Only the files this store wrote are its snapshots: other ``*.pt`` files in the directory (a
-    user's checkpoint, a stale snapshot of an earlier run) are never read, listed or deleted.
+    The store never writes into ``parent`` itself: it makes a new folder there
+    (``aalr-snapshots-XXXXXXXX``, created exclusively, so no two stores, in one process or several,
+    can share one), and removes it when the store is garbage collected or the interpreter exits. A
+    user's own files in ``parent`` are never read, written or deleted. A ``parent`` that is a symbolic
+    link is refused (a link could lead the tuner's writes anywhere, e.g. into ``/etc`` as root).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+    def __init__(self, parent: str | os.PathLike[str]) -> None:
+        if not isinstance(parent, str | os.PathLike) or os.fspath(parent) == "":
+            raise ValueError(f"snapshot_dir must be the path of a directory, got {parent!r}")
+        self.parent = Path(parent)
+        if self.parent.is_symlink():
+            raise ValueError(
+                f"snapshot_dir {str(self.parent)!r} is a symbolic link (to {os.readlink(self.parent)!r}); "
+                "give the directory it points to, if that is where the snapshots belong"
+            )
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.parent.mkdir(parents=True, exist_ok=True)
+            self.directory = Path(tempfile.mkdtemp(prefix="aalr-snapshots-", dir=self.parent))
         except OSError as error:
             raise ValueError(
-                f"snapshot directory {str(self.directory)!r} cannot be created: {error}"
+                f"snapshot directory {str(self.parent)!r} cannot be created or written: {error}"
             ) from error
-        if not os.access(self.directory, os.W_OK):
-            raise ValueError(f"snapshot directory {str(self.directory)!r} is not writable")
+        (self.directory / "README").write_text(
+            f"Snapshots of one aalr.AALR tuner (process {os.getpid()}); removed when it ends. "
+            "Safe to delete once that process is gone.\n"
+        )
         self._names: set[str] = set()
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.directory, True)
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.pt"

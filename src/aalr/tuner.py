@@ -11,6 +11,7 @@ import logging
 import math
 import numbers
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -170,6 +171,11 @@ class AALR:
         if lrs[0] <= 0:
             raise ValueError(f"param group 0's LR is eta0 and must be > 0, got {lrs[0]}")
         check_settings(sync_distributed=sync_distributed, verbose=verbose)
+        _check_parameters(model, optimizer)
+        # Without bounds, a long run of non-finite losses would halve the LR to exactly 0.0, and a long
+        # run of improvements double it past float's range (then even ``lr`` raises): every group's LR
+        # stays a positive, finite, normal float.
+        float_range = _float_range_exponents(lrs)
         loss0 = None if initial_loss is None else check_loss_value(as_loss(initial_loss, "initial_loss"))
         config = AALRConfig.for_rules(
             rules,
@@ -180,8 +186,8 @@ class AALR:
             phase1_failure=phase1_failure,
             total_epochs=total_epochs,
             finish=finish,
-            max_exponent=lr_exponent_bound(lrs[0], max_lr, "max_lr"),
-            min_exponent=lr_exponent_bound(lrs[0], min_lr, "min_lr"),
+            max_exponent=_tightest(min, lr_exponent_bound(lrs[0], max_lr, "max_lr"), float_range[0]),
+            min_exponent=_tightest(max, lr_exponent_bound(lrs[0], min_lr, "min_lr"), float_range[1]),
         )
 
         self.model = model
@@ -480,11 +486,21 @@ class AALR:
         optimizer_state = snapshot["optimizer"]
         groups = optimizer_state.get("param_groups") if isinstance(optimizer_state, dict) else None
         live_groups = self.optimizer.state_dict()["param_groups"]
-        if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
-            len(g["params"]) for g in live_groups
-        ]:
+        if (
+            not isinstance(groups, list)
+            or not all(isinstance(g, dict) for g in groups)
+            or [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in live_groups]
+        ):
             raise ValueError(
                 f"AALR state: snapshot {name!r}'s optimizer state does not match the optimizer's param groups"
+            )
+        # Another kind of optimizer has other settings (SGD's momentum, Adam's betas): loading its state
+        # would break this optimizer's next step. Keys this torch added since are allowed to be missing.
+        unknown = sorted({key for g in groups for key in g} - {key for g in live_groups for key in g})
+        if unknown:
+            raise ValueError(
+                f"AALR state: snapshot {name!r} is of another optimizer: its param groups have settings "
+                f"{unknown} that this {type(self.optimizer).__name__} does not have"
             )
 
 
@@ -502,30 +518,64 @@ def lr_exponent_bound(eta0: float, bound: float | None, name: str) -> int | None
     """The exponent ``k`` of the last LR ``eta0 * 2**k`` on the allowed side of ``max_lr`` / ``min_lr``."""
     if bound is None:
         return None
-    if (
-        isinstance(bound, bool)
-        or not isinstance(bound, numbers.Real)
-        or not (math.isfinite(bound) and bound > 0)
-    ):
-        raise ValueError(f"{name} must be None or a finite number > 0, got {bound!r}")
-    bound = float(bound)
+    bound = _check_bound(bound, name)
     if name == "max_lr":
         if bound < eta0:
             raise ValueError(f"max_lr ({bound}) must be >= the optimizer's LR, eta0 = {eta0}")
-        k = math.floor(math.log2(bound / eta0))
-        while math.ldexp(eta0, k + 1) <= bound:  # log2's rounding, either way
+        k = math.floor(math.log2(bound) - math.log2(eta0))
+        while _scaled(eta0, k + 1) <= bound:  # log2's rounding, either way
             k += 1
-        while math.ldexp(eta0, k) > bound:
+        while _scaled(eta0, k) > bound:
             k -= 1
         return k
     if bound > eta0:
         raise ValueError(f"min_lr ({bound}) must be <= the optimizer's LR, eta0 = {eta0}")
-    k = math.ceil(math.log2(bound / eta0))
-    while math.ldexp(eta0, k - 1) >= bound:
+    k = math.ceil(math.log2(bound) - math.log2(eta0))
+    while _scaled(eta0, k - 1) >= bound:
         k -= 1
-    while math.ldexp(eta0, k) < bound:
+    while _scaled(eta0, k) < bound:
         k += 1
     return k
+
+
+def _scaled(eta0: float, k: int) -> float:
+    """``eta0 * 2**k``, infinite where it leaves float's range."""
+    try:
+        return math.ldexp(eta0, k)
+    except OverflowError:
+        return math.inf
+
+
+def _tightest(pick: Any, bound: int | None, float_bound: int) -> int:
+    return float_bound if bound is None else pick(bound, float_bound)
+
+
+def _float_range_exponents(group_lrs: list[float]) -> tuple[int, int]:
+    """The exponents ``k`` within which ``lr * 2**k`` stays a finite normal float for every group."""
+    positive = [lr for lr in group_lrs if lr > 0]
+    high = lr_exponent_bound(max(positive), sys.float_info.max, "max_lr")
+    low = lr_exponent_bound(min(positive), sys.float_info.min, "min_lr")
+    assert high is not None and low is not None
+    return high, low
+
+
+def _check_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer must train this model: a restore loads the model's state_dict, so an optimizer over
+    other tensors, or an empty param group, would leave what trains untouched."""
+    owned = {id(p) for p in model.parameters()}
+    if not owned:
+        raise ValueError(f"model {type(model).__name__} has no parameters: there is nothing to tune")
+    for index, group in enumerate(optimizer.param_groups):
+        params = list(group["params"])
+        if not params:
+            raise ValueError(f"param group {index} of the optimizer has no parameters")
+        foreign = sum(id(p) not in owned for p in params)
+        if foreign:
+            raise ValueError(
+                f"param group {index} of the optimizer holds {foreign} of {len(params)} tensors that are not "
+                "parameters of the model: give the optimizer model.parameters() (restores load the model's "
+                "state, so they could not bring those tensors back)"
+            )
 
 
 def _check_bound(bound: object, name: str) -> float:
