@@ -487,3 +487,32 @@ def test_finish_never_raises_the_lr_and_scale_decreases(losses, total, finish, p
             assert lr <= previous_lr  # no more doubling once the finish has begun
             assert decision.action != "restore_initial"
         previous_lr = lr if policy.finish_epoch is not None else None
+
+
+@pytest.mark.parametrize(
+    ("config", "before"),
+    [
+        (AALRConfig(phase1_patience=3), [1.9]),  # phase 1: restart
+        (AALRConfig(phase1_patience=3, phase1_failure="rollback"), [1.9]),  # phase 1: rollback
+        (AALRConfig(phase1_patience=1), [1.9, 1.8]),  # phase 2
+        (AALRConfig(phase1_patience=1, total_epochs=4), [1.9, 1.8, 1.7]),  # the finish
+    ],
+)
+def test_a_diverged_round_acts_as_a_non_finite_loss_and_says_why(config, before):
+    plain, diverging = (
+        AALRPolicy(initial_loss=2.0, config=config),
+        AALRPolicy(initial_loss=2.0, config=config),
+    )
+    for loss in before:
+        plain.step(loss)
+        diverging.step(loss)
+    expected = plain.step(math.nan)
+    got = diverging.step(1.5, diverged="spike: the loss jumped")
+    assert (got.action, got.lr_exponent, got.lr_scale) == (
+        expected.action,
+        expected.lr_exponent,
+        expected.lr_scale,
+    )
+    assert got.reason == expected.reason.replace("loss not finite", "spike: the loss jumped")
+    assert "spike: the loss jumped" in got.reason
+    assert plain.state_dict() == diverging.state_dict()

@@ -165,7 +165,7 @@ def test_a_step_past_the_budget_warns_once():
         warnings.simplefilter("error")
         tuner.step(1.9)
         tuner.step(1.8)
-    with pytest.warns(UserWarning, match=r"step 3 is past the budget total_epochs=2"):
+    with pytest.warns(UserWarning, match=r"round 3 is past the budget of 2 rounds \(total_epochs=2\)"):
         tuner.step(1.7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

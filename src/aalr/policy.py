@@ -66,6 +66,7 @@ WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
 FINISHES: tuple[str, ...] = ("steps", "linear", "none")
 PHASE1_FAILURES: tuple[str, ...] = ("restart", "rollback")
+NON_FINITE = "loss not finite"  # the words of every decision on a non-finite loss
 FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
 
 # The named sets of rules (``rules=`` of :class:`aalr.AALR` and :meth:`AALRConfig.for_rules`): the settings
@@ -283,9 +284,24 @@ class AALRPolicy:
                 scale = factor
         return scale
 
-    def step(self, loss: float) -> Decision:
-        """Take one epoch's training loss; return the decision for the next epoch."""
-        loss = float(loss)
+    def step(self, loss: float, diverged: str | None = None) -> Decision:
+        """Take one epoch's (round's) training loss; return the decision for the next one.
+
+        ``diverged``: the round was cut short by a divergence seen within it (a spike, in the tuner's
+        step mode), with these words as its reason: it is acted on as a non-finite loss is.
+        """
+        loss = math.nan if diverged else float(loss)
+        decision = self._step(loss)
+        if diverged:  # every non-finite rule says "loss not finite"; say what happened instead
+            decision = Decision(
+                decision.action,
+                decision.lr_exponent,
+                decision.reason.replace(NON_FINITE, diverged),
+                decision.lr_scale,
+            )
+        return decision
+
+    def _step(self, loss: float) -> Decision:
         self.epoch += 1
         exponent_before, stable_before = self.lr_exponent, self.stable_epochs
         if self.finish_epoch is not None:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from aalr.policy import AALRConfig, AALRPolicy, check_loss_value, is_finite_real, real_as_float
+from aalr.rounds import Round
 from aalr.snapshot import DirectorySnapshots, MemorySnapshots, SnapshotStore, cpu_copy, state_nbytes
 
 logger = logging.getLogger("aalr")
@@ -66,6 +67,10 @@ TUNER_OPTIONS = (
     "snapshot_dir",
     "sync_distributed",
     "verbose",
+    "spike_rollback",
+    "every_n_steps",
+    "total_rounds",
+    "total_steps",
 )
 
 
@@ -76,7 +81,7 @@ def check_settings(*, total_epochs: int | None = None, **options: Any) -> None:
     unknown = sorted(set(options) - set(TUNER_OPTIONS))
     if unknown:
         raise TypeError(f"unknown AALR options {unknown}; the options are {list(TUNER_OPTIONS)}")
-    for name in ("sync_distributed", "verbose"):
+    for name in ("sync_distributed", "verbose", "spike_rollback"):
         if name in options and not isinstance(options[name], bool):
             raise TypeError(f"{name} must be True or False, got {options[name]!r}")
     for name in ("max_lr", "min_lr"):
@@ -141,6 +146,10 @@ class AALR:
         *,
         rules: str = "plus",
         total_epochs: int | None = None,
+        every_n_steps: int | None = None,
+        total_rounds: int | None = None,
+        total_steps: int | None = None,
+        spike_rollback: bool = True,
         max_lr: float | None = None,
         min_lr: float | None = None,
         phase1_patience: int = 10,
@@ -170,8 +179,10 @@ class AALR:
                 raise ValueError(f"param group {index} has LR {lr}; LRs must be finite and >= 0")
         if lrs[0] <= 0:
             raise ValueError(f"param group 0's LR is eta0 and must be > 0, got {lrs[0]}")
-        check_settings(sync_distributed=sync_distributed, verbose=verbose)
+        check_settings(sync_distributed=sync_distributed, verbose=verbose, spike_rollback=spike_rollback)
         _check_parameters(model, optimizer)
+        self.round = None if every_n_steps is None else Round(every_n_steps)
+        self._budget_name, budget = _budget(total_epochs, total_rounds, total_steps, every_n_steps)
         # Without bounds, a long run of non-finite losses would halve the LR to exactly 0.0, and a long
         # run of improvements double it past float's range (then even ``lr`` raises): every group's LR
         # stays a positive, finite, normal float.
@@ -184,7 +195,7 @@ class AALR:
             rollback=rollback,
             restart_best=restart_best,
             phase1_failure=phase1_failure,
-            total_epochs=total_epochs,
+            total_epochs=budget,
             finish=finish,
             max_exponent=_tightest(min, lr_exponent_bound(lrs[0], max_lr, "max_lr"), float_range[0]),
             min_exponent=_tightest(max, lr_exponent_bound(lrs[0], min_lr, "min_lr"), float_range[1]),
@@ -194,6 +205,8 @@ class AALR:
         self.optimizer = optimizer
         self.sync_distributed = sync_distributed
         self.verbose = verbose
+        self.spike_rollback = spike_rollback
+        self.steps_seen = 0  # step mode: optimizer steps observed
         if loss0 is not None:  # every rank must start from the same L*, or their decisions drift apart
             loss0 = self._mean_over_ranks(loss0)
         self.policy = AALRPolicy(initial_loss=loss0, config=config)
@@ -248,8 +261,67 @@ class AALR:
 
     # -- the step ----------------------------------------------------------------------------
     def step(self, loss: float | torch.Tensor) -> dict[str, Any]:
-        """Take the epoch's mean training loss; act; set the next epoch's LR. Returns the history record."""
+        """Take the round's (epoch's) mean training loss; act; set the next round's LR. Returns the
+        history record. In step mode (``every_n_steps``) call :meth:`observe` every step instead."""
+        if self.round is not None:
+            raise RuntimeError(
+                f"this tuner decides every {self.round.every_n_steps} optimizer steps: call observe(loss) "
+                "after each step, not step(loss) (or make it without every_n_steps)"
+            )
         local = as_loss(loss)
+        return self._decide(self._mean_over_ranks(local), local)
+
+    def observe(self, loss: float | torch.Tensor) -> dict[str, Any] | None:
+        """Step mode: take one optimizer step's training loss, after ``optimizer.step()``.
+
+        Every ``every_n_steps`` calls the tuner decides on the mean of those losses (a round): it may
+        restore weights and optimizer state, and sets the LR of the next round. A non-finite loss, or
+        a spike (see :mod:`aalr.rounds`; ``spike_rollback=False`` turns the rule off), ends the round
+        at once, acted on as a non-finite round: restore the best checkpoint (in phase 1: restart or
+        roll back) and halve the LR. Returns the decision's history record, or None mid-round.
+
+        The loss is read as a float each step (a GPU sync; most loops do it anyway, to log it). Under
+        ``torch.distributed`` it is averaged over ranks each step, so that every rank ends its rounds
+        at the same step.
+        """
+        if self.round is None:
+            raise RuntimeError(
+                "observe(loss) is for a tuner that decides every N optimizer steps: make it with "
+                "every_n_steps=N, or call step(loss) once per epoch"
+            )
+        value = self._mean_over_ranks(as_loss(loss))
+        before = self.round.state_dict()
+        self.round.add(value)
+        diverged = None
+        if math.isfinite(value) and self.spike_rollback:
+            initial = (
+                self.policy.initial_loss if self.policy.initial_loss is not None else self._first_round_loss
+            )
+            diverged = self.round.spike(self.policy.best, initial)
+        if math.isfinite(value) and diverged is None and not self.round.full:
+            self.steps_seen += 1
+            return None
+        mean = self.round.mean if math.isfinite(value) else value
+        try:
+            record = self._decide(mean, mean, diverged=diverged)
+        except BaseException:
+            self.round.load_state_dict(before)  # the step is not counted: it can be observed again
+            raise
+        self.steps_seen += 1
+        record["steps"] = self.round.steps
+        record["last_step"] = self.steps_seen
+        self.round.reset()
+        return record
+
+    @property
+    def _first_round_loss(self) -> float | None:
+        """Without an initial loss, the first decided round's loss stands in for it (the spike rule)."""
+        for record in self.history:
+            if math.isfinite(record["loss"]):
+                return float(record["loss"])
+        return None
+
+    def _decide(self, value: float, local: float, diverged: str | None = None) -> dict[str, Any]:
         groups = len(self.optimizer.param_groups)
         if groups != len(self.group_eta0):  # before anything changes: the step can be retried
             raise ValueError(
@@ -260,17 +332,18 @@ class AALR:
         budget = self.config.total_epochs
         if budget is not None and self.policy.epoch >= budget and not self._warned_past_budget:
             self._warned_past_budget = True
+            given = self._budget_name
             warnings.warn(
-                f"AALR: step {self.policy.epoch + 1} is past the budget total_epochs={budget}; the tuner "
-                "goes on deciding, but AALR+'s finish has ended: give total_epochs the run's whole length",
+                f"AALR: round {self.policy.epoch + 1} is past the budget of {budget} rounds ({given}); the "
+                f"tuner goes on deciding, but AALR+'s finish has ended: give {given.split('=')[0]} the run's "
+                "whole length",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        value = self._mean_over_ranks(local)
         lr_before = self.lr
         phase_before = self.phase
         policy_before = self.policy.state_dict()
-        decision = self.policy.step(value)
+        decision = self.policy.step(value, diverged=diverged)
         try:
             if decision.action == "restore_initial":
                 self._restore("initial")
@@ -390,7 +463,44 @@ class AALR:
             "policy": self.policy.state_dict(),
             "history": [dict(record) for record in self.history],
             "snapshots": {name: self.snapshots.get(name) for name in self.snapshots.names()},
+            **({} if self.round is None else {"steps": self._steps_state()}),
         }
+
+    def _steps_state(self) -> dict[str, Any]:
+        assert self.round is not None
+        return {
+            "every_n_steps": self.round.every_n_steps,
+            "steps_seen": self.steps_seen,
+            "round": self.round.state_dict(),
+        }
+
+    def _checked_round(self, steps: object) -> tuple[Round | None, int]:
+        """The round (and steps seen) of a saved state, checked against this tuner's mode."""
+        if self.round is None and steps is None:
+            return None, 0
+        if self.round is None or steps is None:
+            saved = "decides every N steps" if steps is not None else "decides once per step(loss) call"
+            mine = "without" if self.round is None else f"with every_n_steps={self.round.every_n_steps}"
+            raise ValueError(f"AALR state is of a tuner that {saved}; this one was made {mine}")
+        if not isinstance(steps, dict) or set(steps) != {"every_n_steps", "steps_seen", "round"}:
+            raise ValueError(
+                f"AALR state: steps must be a dict of every_n_steps, steps_seen, round, got {steps!r}"
+            )
+        every, seen = steps["every_n_steps"], steps["steps_seen"]
+        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+            raise ValueError(f"AALR state: steps_seen must be an int >= 0, got {seen!r}")
+        try:
+            saved_round = Round(every)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"AALR state: {error}") from error
+        saved_round.load_state_dict(steps["round"])
+        if every != self.round.every_n_steps:
+            logger.warning(
+                "AALR: resuming with the saved every_n_steps=%d (constructed with %d)",
+                every,
+                self.round.every_n_steps,
+            )
+        return saved_round, seen
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`. Load the model's and optimizer's own state as usual too."""
@@ -450,8 +560,10 @@ class AALR:
                 policy.config,
                 self.policy.config,
             )
+        saved_round, steps_seen = self._checked_round(state.get("steps"))
         copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
         self.policy = policy  # the checked copy; nothing can fail from here on
+        self.round, self.steps_seen = saved_round, steps_seen
         self.group_eta0 = [float(lr) for lr in group_eta0]
         self.history = [dict(record) for record in history]
         for name in self.snapshots.names():
@@ -544,6 +656,36 @@ def _scaled(eta0: float, k: int) -> float:
         return math.ldexp(eta0, k)
     except OverflowError:
         return math.inf
+
+
+def _budget(
+    total_epochs: int | None, total_rounds: int | None, total_steps: int | None, every_n_steps: int | None
+) -> tuple[str, int | None]:
+    """The budget in rounds, and how the user gave it (for messages)."""
+    given = {
+        name: value
+        for name, value in (
+            ("total_epochs", total_epochs),
+            ("total_rounds", total_rounds),
+            ("total_steps", total_steps),
+        )
+        if value is not None
+    }
+    if len(given) > 1:
+        raise ValueError(f"give one budget, total_epochs, total_rounds or total_steps, not {sorted(given)}")
+    if not given:
+        return "", None
+    ((name, value),) = given.items()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+    value = int(value)
+    if name != "total_steps":
+        return f"{name}={value}", value
+    if every_n_steps is None:
+        raise ValueError("total_steps needs every_n_steps (the steps of a round); or give total_epochs")
+    if value < every_n_steps:
+        raise ValueError(f"total_steps ({value}) must be at least every_n_steps ({every_n_steps}): one round")
+    return f"total_steps={value}", value // every_n_steps
 
 
 def _tightest(pick: Any, bound: int | None, float_bound: int) -> int:
