@@ -78,7 +78,8 @@ def test_a_spike_restores_the_best_checkpoint_and_halves_at_once():
         "phase 2: spike: the last 5 steps' mean loss 1.64 is nearer the initial loss 2 than the best 1; "
         "restore best, halve LR, p=2"
     )
-    assert record["last_step"] == 17 and record["steps"] == 7
+    assert record["last_step"] == 17 and record["steps"] == 7 and record["spike"]
+    assert not decided[0][1]["spike"]
 
 
 def test_spike_rollback_false_waits_for_the_round():

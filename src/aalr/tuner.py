@@ -310,6 +310,7 @@ class AALR:
         self.steps_seen += 1
         record["steps"] = self.round.steps
         record["last_step"] = self.steps_seen
+        record["spike"] = diverged is not None
         self.round.reset()
         return record
 
