@@ -122,7 +122,8 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
             gets ``total_steps // every_n_steps`` rounds.
         allow_lr_schedule: keep a Trainer ``LambdaLR`` schedule that is not constant (a warmup, a
             decay) as a factor on the tuner's LR, instead of refusing it.
-        log: add ``aalr/lr`` (the tuner's LR of param group 0 for the coming steps), ``aalr/phase``,
+        log: add ``aalr/lr`` (the tuner's LR of param group 0 for the coming steps, after this log's
+            decision; the Trainer's ``learning_rate`` is the step's just taken), ``aalr/phase``,
             ``aalr/best_loss`` and, at a decision, ``aalr/action`` (its index in
             :data:`aalr.policy.ACTIONS`: 0 none, 1 save_best, 2 restore_initial, 3 restore_best) to
             each training log and its ``state.log_history`` entry. The Trainer calls callbacks in
