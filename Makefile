@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[harness,peers,lightning,dev]'
+	$(PY) -m pip install --quiet -e '.[harness,peers,lightning,hf,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
