@@ -25,6 +25,7 @@ def test_the_readme_has_the_library_and_the_lightning_snippets():
     assert len(README_BLOCKS) >= 2
     assert any("aalr.AALR(" in block for block in README_BLOCKS)
     assert any("AALRCallback" in block for block in README_BLOCKS)
+    assert any("AALRTrainerCallback" in block for block in README_BLOCKS)
 
 
 @pytest.mark.parametrize("index", range(len(README_BLOCKS)))
@@ -32,6 +33,8 @@ def test_a_readme_snippet_runs(index, tmp_path):
     block = README_BLOCKS[index]
     if "lightning" in block:
         pytest.importorskip("lightning", reason="the Lightning snippet needs aalr[lightning]")
+    if "transformers" in block:
+        pytest.importorskip("transformers", reason="the Trainer snippet needs aalr[hf]")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
