@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aalr.cli import main
+from aalr.harness import numerics
 from aalr.harness import train as train_module
 from aalr.harness.train import RunError, TrainConfig, run
 
@@ -382,7 +383,7 @@ def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channel
 
 def test_channels_last_is_for_images_only_and_auto_means_cuda():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    resolve = train_module.resolve_channels_last
+    resolve = numerics.resolve_channels_last
     assert resolve(True, cpu, (1, 8, 8)) and not resolve(False, cuda, (3, 32, 32))
     assert not resolve(None, cpu, (3, 32, 32)) and resolve(None, cuda, (3, 32, 32))
     assert not resolve(True, cuda, (1, 40))  # a signal (MNIST-1D) has no channels_last layout
@@ -543,9 +544,9 @@ def test_a_grid_result_records_how_its_grid_runs_computed_too(tmp_path, caplog):
 def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
         train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
-    assert train_module.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert train_module.resolve_precision("auto", torch.device("cuda")) == "bf16"
-    assert train_module.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert numerics.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert numerics.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert numerics.resolve_precision("bf16", torch.device("cpu")) == "bf16"
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--out"]
     assert main([*argv, str(tmp_path / "cli"), "--precision", "bf16"]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["precision"] == "bf16"
@@ -561,10 +562,10 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
     tmp_path, monkeypatch, caplog, avx512_bf16, amx, expected
 ):
     # oneDNN's own check says yes on any AVX512 CPU, where bf16 is emulated: look at the instructions
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert train_module.cpu_has_bf16() is expected
+    assert numerics.cpu_has_bf16() is expected
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, tmp_path / "r")
     assert ("neither AVX512-BF16 nor AMX" in caplog.text) is not expected
@@ -576,23 +577,23 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_bf16_check_on_arm_asks_onednn(monkeypatch, onednn):
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not onednn, raising=False)
-    monkeypatch.setattr(train_module, "_onednn_has_bf16", lambda: onednn)
-    assert train_module.cpu_has_bf16() is onednn
+    monkeypatch.setattr(numerics, "_onednn_has_bf16", lambda: onednn)
+    assert numerics.cpu_has_bf16() is onednn
 
     def missing() -> bool:
         raise RuntimeError("no such op")
 
-    monkeypatch.setattr(train_module, "_onednn_has_bf16", missing)
-    assert train_module.cpu_has_bf16() is False
+    monkeypatch.setattr(numerics, "_onednn_has_bf16", missing)
+    assert numerics.cpu_has_bf16() is False
 
 
 def test_bf16_check_survives_a_torch_without_the_private_checks(monkeypatch):
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    assert train_module.cpu_has_bf16() is False
+    assert numerics.cpu_has_bf16() is False
 
 
 def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path, write_cifar10):

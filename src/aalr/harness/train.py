@@ -21,14 +21,11 @@ would take); only rank 0 touches the output directory and prints.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-import platform
-import random
 import re
 import shutil
 import subprocess
@@ -45,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aalr.harness import distributed
+from aalr.harness import distributed, numerics
+from aalr.harness.numerics import PRECISIONS, autocast_for, resolve_device, resolve_precision
+from aalr.harness.rng import global_state, seed_everything, set_global_state
 from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
 
 log = logging.getLogger("aalr.harness")
@@ -57,7 +56,6 @@ RESUMABLE_DIFFERENCES = frozenset(
     {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
 GRID_METHODS = ("step", "const")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class RunError(ValueError):
@@ -337,13 +335,6 @@ def evaluation_attacks(config: TrainConfig) -> list[tuple[str, Any]]:
     ]
 
 
-# -- small helpers -------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -376,43 +367,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state: Any = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            str(np_state[0]),
-            torch.from_numpy(np.asarray(np_state[1]).copy()),
-            *map(float, np_state[2:]),
-        ],
-        "python": _python_rng_plain(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_rng_plain(state: Any) -> Any:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -590,52 +544,6 @@ def _load_data(config: TrainConfig) -> Any:
 
     with distributed.local_main_first():  # one download or cache write per node
         return load_dataset(config.dataset, config.data_dir)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """What a run with ``precision`` (one of :data:`PRECISIONS`) does on ``device``: "fp32" or "bf16"."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (x86: AVX512-BF16 or AMX; Arm: oneDNN's check); elsewhere
-    bf16 is emulated, slowly.
-
-    On x86 not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any AVX512 CPU, where bf16 is
-    emulated. torch.cpu has no Arm check, so there oneDNN's answer (the BF16 extension) is taken.
-    """
-    try:  # private functions: looked up with care, and a failure means "not known to have it"
-        if platform.machine().lower() in ("aarch64", "arm64"):
-            return _onednn_has_bf16()
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _onednn_has_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_channels_last(
-    channels_last: bool | None, device: torch.device, input_shape: tuple[int, ...]
-) -> bool:
-    """Whether a run lays out its model and batches channels_last: image inputs only (C, H, W); ``None``
-    (auto) means on CUDA only."""
-    if len(input_shape) != 3:
-        return False
-    return channels_last if channels_last is not None else device.type == "cuda"
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` when ``precision`` (resolved, see :func:`resolve_precision`) says so."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _batches(
@@ -916,26 +824,13 @@ def _train(
         std=ds.std,
         **config.model_options,
     ).to(device)
-    channels_last = resolve_channels_last(config.channels_last, device, ds.input_shape)
+    channels_last = numerics.resolve_channels_last(config.channels_last, device, ds.input_shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     precision = resolve_precision(config.precision, device)
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        log.warning(
-            "precision bf16: this CPU shows neither AVX512-BF16 nor AMX, so bf16 is likely emulated and "
-            "slower than fp32"
-        )
+    numerics.warn_if_bf16_is_emulated(precision, device)
     # how this session computes, recorded with every epoch: a resumed run may compute otherwise
-    # (and, under torch.distributed, on how many ranks: BatchNorm sees each rank's share of a batch)
-    ranks = distributed.world_size()
-    numerics = " ".join(
-        [
-            device.type,
-            precision,
-            *(["channels_last"] if channels_last else []),
-            *([f"{ranks} ranks"] * (ranks > 1)),
-        ]
-    )
+    computed_in = numerics.describe(device, precision, channels_last, distributed.world_size())
     augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
     train_attack = training_attack(config) if config.adversarial else None
     generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
@@ -982,7 +877,7 @@ def _train(
             generator.set_state(checkpoint["generator"])
             if "device_generator" in checkpoint and device.type == "cpu":
                 device_generator.set_state(checkpoint["device_generator"])
-            _set_rng_state(checkpoint["rng"])
+            set_global_state(checkpoint["rng"])
             rows = [dict(r) for r in checkpoint["rows"]]
             start_epoch = int(checkpoint["epoch"])
             wall_before = float(checkpoint["wall_seconds"])
@@ -998,13 +893,13 @@ def _train(
         log.info("resuming %s at epoch %d", out, start_epoch)
         before = rows[-1].get("numerics") if rows else None
         will_train = start_epoch < config.epochs and status == STATUS_FINISHED
-        if will_train and before is not None and before != numerics:  # allowed, but never unnoticed
+        if will_train and before is not None and before != computed_in:  # allowed, but never unnoticed
             log.warning(
                 "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
                 "--device, --precision, --channels-last and number of ranks to keep that)",
                 out,
                 start_epoch,
-                numerics,
+                computed_in,
                 before,
             )
     train_model = _data_parallel(model, device)
@@ -1062,7 +957,7 @@ def _train(
             "test_acc": test_acc,
             "action": decision.get("action", "none"),
             "reason": decision.get("reason", ""),
-            "numerics": numerics,
+            "numerics": computed_in,
         }
         if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
             n_eval = (
@@ -1094,7 +989,7 @@ def _train(
                 "method": method.state_dict(),
                 "generator": generator.get_state(),
                 "device_generator": device_generator.get_state() if device.type == "cpu" else torch.empty(0),
-                "rng": _rng_state(),
+                "rng": global_state(),
                 "rows": rows,
                 "wall_seconds": wall,
                 "status": status,
