@@ -184,9 +184,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             "compare runs its runs one after another in one process; under torchrun use `aalr train` "
             "for each run"
         )
+    from aalr.harness.config import RunError, TrainConfig, validate
     from aalr.harness.report import collect, summarize, to_markdown, write_report
     from aalr.harness.suite import load_suite, run_suite
-    from aalr.harness.train import RunError, TrainConfig, check_writable, validate
+    from aalr.harness.train import check_writable
 
     overrides: dict[str, Any] = {"progress": not args.no_progress}
     if args.device:

@@ -11,6 +11,7 @@ import torch
 from test_bad_input import run_cli  # the same in-process CLI helper (tests/harness is on sys.path)
 
 from aalr.harness import train
+from aalr.harness.config import TrainConfig
 
 TINY = ["--epochs", "1", "--train-subset", "64", "--no-progress"]
 
@@ -166,7 +167,5 @@ def test_a_finished_run_is_returned_without_loading_its_data(
 
     monkeypatch.setattr(train, "_load_data", no_load)
     config = json.loads((finished / "config.json").read_text())
-    summary = train.run(
-        {k: config[k] for k in train.saved_settings(train.TrainConfig())}, finished, resume=True
-    )
+    summary = train.run({k: config[k] for k in train.saved_settings(TrainConfig())}, finished, resume=True)
     assert summary == json.loads((finished / "summary.json").read_text())

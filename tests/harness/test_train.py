@@ -12,7 +12,8 @@ import torch
 from aalr.cli import main
 from aalr.harness import numerics
 from aalr.harness import train as train_module
-from aalr.harness.train import RunError, TrainConfig, run
+from aalr.harness.config import RunError, TrainConfig, validate
+from aalr.harness.train import run
 
 FAST = {"dataset": "mnist1d", "epochs": 3, "batch_size": 128, "train_subset": 512, "progress": False}
 
@@ -180,7 +181,7 @@ def test_config_validation_errors():
     ]
     for values, match in cases:
         with pytest.raises(RunError, match=match):
-            train_module.validate(TrainConfig(**{**FAST, **values}))
+            validate(TrainConfig(**{**FAST, **values}))
     with pytest.raises(RunError, match=r"unknown settings \['colour'\]"):
         TrainConfig.from_dict({"colour": "blue"})
 
@@ -405,7 +406,7 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
     run({**DIGITS_CNN, "epochs": 1}, out)
     run({**DIGITS_CNN, "epochs": 1, "channels_last": True}, out, resume=True)  # how, not what: allowed
     with pytest.raises(RunError, match=r"channels_last must be true, false or null \(auto\), got 'yes'"):
-        train_module.validate(TrainConfig(**{**DIGITS_CNN, "channels_last": "yes"}))
+        validate(TrainConfig(**{**DIGITS_CNN, "channels_last": "yes"}))
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--channels-last", "--out"]
     assert main([*argv, str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
@@ -543,7 +544,7 @@ def test_a_grid_result_records_how_its_grid_runs_computed_too(tmp_path, caplog):
 
 def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
-        train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
+        validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
     assert numerics.resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert numerics.resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert numerics.resolve_precision("bf16", torch.device("cpu")) == "bf16"
