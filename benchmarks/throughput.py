@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from aalr.harness.augment import Augment, augment_for
 from aalr.harness.models import build_model
 from aalr.harness.numerics import PRECISIONS, autocast_for, resolve_channels_last, resolve_precision
-from aalr.harness.train import git_commit
+from aalr.harness.rundir import git_commit
 from overhead import sync  # the benchmarks share their small helpers
 
 

@@ -61,6 +61,7 @@ SERVER = textwrap.dedent(
     torch.set_num_threads(1)  # before any fork; children compute with one thread, reproducibly
 
     import aalr.cli
+    from aalr.harness import rundir
     from aalr.harness import train as train_module
     from aalr.harness.data import load_dataset
 
@@ -113,14 +114,14 @@ SERVER = textwrap.dedent(
 
             torch.save = save
         elif kind == "temp_written":  # the at-th checkpoint's temp file is complete, nothing renamed
-            real_atomic = train_module.atomic_torch_save
+            real_atomic = rundir.atomic_torch_save
 
             def atomic(obj, path):
                 real_atomic(obj, path)
                 if hit():
                     die()
 
-            train_module.atomic_torch_save = atomic
+            rundir.atomic_torch_save = atomic
         elif kind == "prev_renamed":  # checkpoint.pt -> checkpoint.prev.pt done, the temp not renamed
             real_replace = os.replace
 
@@ -131,23 +132,23 @@ SERVER = textwrap.dedent(
 
             os.replace = replace
         elif kind == "metrics_written":  # the at-th metrics.jsonl is written, its checkpoint is not
-            real_write = train_module.atomic_write_text
+            real_write = rundir.atomic_write_text
 
             def write(path, text):
                 real_write(path, text)
                 if Path(path).name == "metrics.jsonl" and hit():
                     die()
 
-            train_module.atomic_write_text = write
+            rundir.atomic_write_text = write
         elif kind == "summary":  # everything saved but summary.json
-            real_json = train_module.write_json
+            real_json = rundir.write_json
 
             def write_json(path, value):
                 if Path(path).name == "summary.json" and hit():
                     die()
                 real_json(path, value)
 
-            train_module.write_json = write_json
+            rundir.write_json = write_json
         elif kind == "disk_full":  # the at-th torch.save fails as on a full disk, half written
             real_save = torch.save
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aalr.cli import main
-from aalr.harness import numerics
+from aalr.harness import numerics, rundir
 from aalr.harness import train as train_module
 from aalr.harness.config import RunError, TrainConfig, validate
 from aalr.harness.train import run
@@ -76,7 +76,7 @@ class Interrupt(Exception):
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, caplog, method):
     config = {**FAST, "epochs": 4, "method": method}
     run(config, tmp_path / "full")
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
     calls = {"n": 0}
 
     def dying_save(out, state):
@@ -85,10 +85,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, caplo
         if calls["n"] == 2:
             raise Interrupt  # the process dies right after epoch 2's checkpoint
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "killed")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "summary.json").exists()
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         run(config, tmp_path / "killed", resume=True)
@@ -473,16 +473,16 @@ def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path
 
 def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 3}
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
 
     def dying_save(out, state):
         real_save(out, state)
         raise Interrupt  # the process dies right after epoch 1's checkpoint
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "r")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         summary = run({**config, "precision": "bf16", "channels_last": True}, tmp_path / "r", resume=True)
     assert "at epoch 1 in cpu bf16 channels_last; its epochs so far were computed in cpu fp32" in caplog.text
@@ -499,7 +499,7 @@ def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, 
 
 def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 2}
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
 
     def dying_save(out, state):
         for row in state["rows"]:
@@ -507,10 +507,10 @@ def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(t
         real_save(out, state)
         raise Interrupt
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "r")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     summary = run({**config, "precision": "bf16"}, tmp_path / "r", resume=True)
     assert summary["numerics"] == ["cpu bf16"] and summary["numerics_unrecorded_epochs"] == 1
     assert main(["report", str(tmp_path)]) == 0

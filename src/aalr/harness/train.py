@@ -22,15 +22,10 @@ would take); only rank 0 touches the output directory and prints.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
-import subprocess
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aalr.harness import distributed, numerics
+from aalr.harness import distributed, numerics, rundir
 from aalr.harness.config import (
     RunError,
     TrainConfig,
@@ -52,210 +47,11 @@ from aalr.harness.config import (
 )
 from aalr.harness.numerics import autocast_for, resolve_device, resolve_precision
 from aalr.harness.rng import global_state, seed_everything, set_global_state
-from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
 
 log = logging.getLogger("aalr.harness")
 
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
-# Settings that may differ between a run and its resumption (where and how, not what).
-RESUMABLE_DIFFERENCES = frozenset(
-    {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
-)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become null: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
-
-
-# -- checkpoints ---------------------------------------------------------------------------------
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-CHECKPOINT_KEYS = frozenset(
-    {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
-)
-# Where --force moves the run it replaces until the new run has written its first checkpoint.
-REPLACED = ".replaced-by-force"
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
-
-
-def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
-    path = out / CHECKPOINT
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        atomic_torch_save(state, tmp)
-        if path.exists():
-            os.replace(path, out / PREVIOUS_CHECKPOINT)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_directory(out)  # make both renames durable
-
-
-def _zip_is_intact(path: Path) -> str | None:
-    """torch.load does not check the archive's CRC-32s, so a flipped byte in tensor data would load
-    silently; check them first. Returns the name of the first bad member, or None."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except zipfile.BadZipFile as error:
-        return f"not a zip archive ({error}): truncated or overwritten"
-    return None if bad is None else f"corrupted data in {bad}"
-
-
-def _short_error(error: Exception) -> str:
-    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
-    text = str(error)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(error).__name__}: {first[:200]}"
-
-
-def load_checkpoint(out: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint, or None when there is none.
-
-    A corrupted or unsafe file is reported (naming it) and the previous one is tried; when every
-    checkpoint present is unreadable the run stops with an error: never a silent restart.
-    """
-    errors = []
-    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-        path = out / name
-        if not path.exists():
-            continue
-        try:
-            bad = _zip_is_intact(path)
-            if bad is not None:
-                raise ValueError(bad)
-            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-            missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["all"]
-            if missing:
-                raise ValueError(f"it lacks {', '.join(missing)}: not a checkpoint of this harness")
-        except Exception as error:  # truncated, corrupted, or holding pickled objects
-            message = f"checkpoint {str(path)!r} cannot be loaded safely ({_short_error(error)})"
-            log.error(message)
-            errors.append(message)
-            continue
-        if errors:
-            log.warning("resuming from the previous checkpoint %s", path)
-        return state
-    if errors:
-        raise RunError(
-            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
-        )
-    return None
-
-
-# -- the output directory ------------------------------------------------------------------------
-def prepare_out_dir(
-    out: Path,
-    config: TrainConfig,
-    *,
-    resume: bool,
-    force: bool,
-    validation: bool = False,
-) -> bool:
-    """Check the directory before training; return True when it holds a run to resume.
-
-    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
-    :func:`run` deletes once the new run has a checkpoint, or moves back if it fails before one).
-    """
-    config_path = out / "config.json"
-    check_writable(out)
-    if not config_path.exists():
-        return False
-    if force:
-        backup = out / REPLACED
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.mkdir()
-        for name in RUN_FILES:
-            if (out / name).exists():
-                os.replace(out / name, backup / name)
-        return False
-    if not resume:
-        raise RunError(
-            f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
-            "or --force to overwrite it"
-        )
-    try:
-        saved = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
-    if not isinstance(saved, dict):
-        raise RunError(
-            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
-        )
-    mine = saved_settings(config, validation=validation)
-    differences = sorted(
-        key
-        for key in set(saved) | set(mine)
-        if key not in RESUMABLE_DIFFERENCES
-        and key not in ("version", "git_commit")
-        and saved.get(key) != mine.get(key)
-    )
-    if differences:
-        shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
-        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
-    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
-        stale.unlink(missing_ok=True)
-    return True
-
-
-MIN_FREE_MIB = 50
-
-
-def check_writable(out: Path) -> None:
-    """Create ``out`` if needed and check that it can be written and has room; before any training."""
-    try:
-        if out.exists() and not out.is_dir():
-            raise RunError(f"output path {str(out)!r} exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
-    free = shutil.disk_usage(out).free
-    if free < MIN_FREE_MIB * 2**20:
-        raise RunError(
-            f"output directory {str(out)!r} has only {free // 2**20} MiB free; "
-            f"need at least {MIN_FREE_MIB} MiB"
-        )
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -374,29 +170,11 @@ def run(
         return _run_in(out, config, launch, dataset, resuming)
     except BaseException:
         if distributed.is_main():
-            _undo_failed_start(out, fresh=not resuming)
+            rundir.undo_failed_start(out, fresh=not resuming)
         raise
     finally:
-        if distributed.is_main() and (out / CHECKPOINT).exists():
-            shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
-
-
-def _undo_failed_start(out: Path, *, fresh: bool) -> None:
-    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
-    that would make a retry look like another run, and the run --force was replacing put back."""
-    if (out / CHECKPOINT).exists():
-        return  # it trained: resumable with --resume
-    if fresh:
-        for name in ("config.json", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    backup = out / REPLACED
-    if backup.is_dir():
-        for path in backup.iterdir():
-            if path.name == "grid":
-                shutil.rmtree(out / "grid", ignore_errors=True)
-            os.replace(path, out / path.name)
-        backup.rmdir()
-        log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+        if distributed.is_main():
+            rundir.drop_replaced(out)
 
 
 def _run_in(
@@ -408,9 +186,13 @@ def _run_in(
 ) -> dict[str, Any]:
     from aalr import __version__
 
-    saved_config = {**saved_settings(config), "version": __version__, "git_commit": git_commit()}
+    saved_config = {
+        **rundir.saved_settings(config),
+        "version": __version__,
+        "git_commit": rundir.git_commit(),
+    }
     if not resuming and distributed.is_main():
-        write_json(out / "config.json", saved_config)
+        rundir.write_json(out / "config.json", saved_config)
     device = resolve_device(config.device) if launch is None else launch[1]
     context = _Context(config=config, device=device, out=out, dataset=dataset)
     grid: dict[str, float] = {}
@@ -433,31 +215,19 @@ def _run_in(
         if len(summary["numerics"]) > 1 and distributed.is_main():
             log.warning("%s: the grid's runs and the final run computed in %s", out, summary["numerics"])
     if distributed.is_main():
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / "summary.json", summary)
     distributed.barrier()  # when run() returns on any rank, summary.json is there
     return summary
-
-
-def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str, Any]:
-    """The settings a run's config.json records (besides version and commit) and --resume compares."""
-    settings = _json_safe(config.to_dict())
-    return {**settings, "validation_split": True} if validation else settings
 
 
 def _resume_state(
     out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
 ) -> tuple[bool, dict[str, Any] | None]:
     """Rank 0 checks and prepares ``out``; every rank learns whether the run resumes and, when it has
-    finished already, its summary. An unreadable summary.json means the run is finished again."""
+    finished already, its summary."""
 
     def look() -> dict[str, Any]:
-        resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
-        if resuming and (out / "summary.json").exists():
-            try:
-                return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-            except json.JSONDecodeError:
-                log.warning("summary.json in %s is unreadable; finishing the run again", out)
-        return {"resuming": resuming, "summary": None}
+        return rundir.look_before_run(out, config, resume=resume, force=force, validation=validation)
 
     state = _rank0_decides(look)
     return bool(state["resuming"]), state["summary"]
@@ -513,7 +283,7 @@ def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[
     if finished is not None:
         return finished
     if not resuming and distributed.is_main():
-        write_json(out / "config.json", saved_settings(config, validation=True))
+        rundir.write_json(out / "config.json", rundir.saved_settings(config, validation=True))
     launch = check_launch(config)
     device = resolve_device(config.device) if launch is None else launch[1]
     context = _Context(config=config, device=device, out=out, dataset=dataset)
@@ -521,7 +291,7 @@ def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[
         context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
     )
     if distributed.is_main():
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -580,7 +350,7 @@ def _train(
     def prepare(xb: torch.Tensor) -> torch.Tensor:
         return layout(ds.as_float(xb))
 
-    checkpoint = _load_checkpoint_on_every_rank(out) if resume else None
+    checkpoint = rundir.load_checkpoint_on_every_rank(out) if resume else None
     initial_loss = None
     if checkpoint is None:
         initial_loss = _initial_loss(model, ds, prepare, device, precision, train_attack, device_generator)
@@ -614,7 +384,7 @@ def _train(
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
             raise RunError(
                 f"the checkpoint in {str(out)!r} does not fit this run's model and method "
-                f"({_short_error(error)}); use --force to start the run over"
+                f"({rundir.short_error(error)}); use --force to start the run over"
             ) from error
         if not 0 <= start_epoch <= config.epochs:
             raise RunError(f"the checkpoint in {str(out)!r} is at epoch {start_epoch} of {config.epochs}")
@@ -709,8 +479,8 @@ def _train(
         wall = wall_before + time.perf_counter() - started
         if not distributed.is_main():
             continue  # rank 0 alone writes the files (and has the progress bar)
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
-        save_checkpoint(
+        rundir.write_metrics(out, rows)
+        rundir.save_checkpoint(
             out,
             {
                 "epoch": epoch,
@@ -733,29 +503,6 @@ def _train(
     return _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )
-
-
-def _load_checkpoint_on_every_rank(out: Path) -> dict[str, Any] | None:
-    """Every rank reads the checkpoint itself (the output directory must be on a shared file system);
-    the ranks then check that they read the same epoch, so they cannot train apart."""
-    error: RunError | None = None
-    checkpoint: dict[str, Any] | None = None
-    try:
-        checkpoint = load_checkpoint(out)
-    except RunError as caught:
-        if not distributed.active():
-            raise
-        error = caught
-    epoch = -2 if error is not None else -1 if checkpoint is None else int(checkpoint["epoch"])
-    low, high = distributed.min_max_over_ranks(epoch)
-    if error is not None:
-        raise error
-    if low != high:
-        raise RunError(
-            f"the ranks read different checkpoints in {str(out)!r} (epochs {low} to {high}; -1: none, "
-            "-2: unreadable); the output directory must be on a file system that every node shares"
-        )
-    return checkpoint
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
