@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_bad_input import run_cli  # the same in-process CLI helper (tests/harness is on sys.path)
 
-from aalr.harness import rundir, train
+from aalr.harness import loop, rundir, train
 from aalr.harness.config import TrainConfig
 
 TINY = ["--epochs", "1", "--train-subset", "64", "--no-progress"]
@@ -70,7 +70,7 @@ def test_force_that_fails_before_its_first_checkpoint_puts_the_old_run_back(
     def fail(*args: object, **kwargs: object) -> None:
         raise ValueError("simulated failure in the first epoch")
 
-    monkeypatch.setattr(train, "_train", fail)
+    monkeypatch.setattr(loop, "train_epochs", fail)
     code, err = run_cli(["train", *TINY, "--out", str(finished), "--force", "--seed", "4"])
     assert code == 2 and "simulated failure" in err
     assert files(finished) == before and not (finished / rundir.REPLACED).exists()
@@ -165,7 +165,7 @@ def test_a_finished_run_is_returned_without_loading_its_data(
     def no_load(config: object) -> None:
         raise AssertionError("the data were loaded for a finished run")
 
-    monkeypatch.setattr(train, "_load_data", no_load)
+    monkeypatch.setattr(loop, "load_data", no_load)
     config = json.loads((finished / "config.json").read_text())
     summary = train.run({k: config[k] for k in rundir.saved_settings(TrainConfig())}, finished, resume=True)
     assert summary == json.loads((finished / "summary.json").read_text())

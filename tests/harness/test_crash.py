@@ -61,8 +61,7 @@ SERVER = textwrap.dedent(
     torch.set_num_threads(1)  # before any fork; children compute with one thread, reproducibly
 
     import aalr.cli
-    from aalr.harness import rundir
-    from aalr.harness import train as train_module
+    from aalr.harness import loop, rundir
     from aalr.harness.data import load_dataset
 
     load_dataset("mnist1d", sys.argv[1])  # generated once here (and cached there); children inherit it
@@ -89,7 +88,7 @@ SERVER = textwrap.dedent(
         kind, at = fault["kind"], fault.get("at", 0)
         hit = counter(at + 1 if kind == "batch" else at)
         if kind == "batch":  # dies when asking for batch at+1: after `at` optimizer steps
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 for index in real_batches(*args, **kwargs):
@@ -97,7 +96,7 @@ SERVER = textwrap.dedent(
                         die()
                     yield index
 
-            train_module._batches = batches
+            loop._batches = batches
         elif kind == "half_written":  # the at-th torch.save writes half its bytes, then dies
             real_save = torch.save
 
@@ -162,16 +161,16 @@ SERVER = textwrap.dedent(
 
             torch.save = save
         elif kind == "count_epochs":  # no fault: records each epoch this process trains
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 with open(fault["record"], "a") as handle:
                     handle.write("epoch\n")
                 yield from real_batches(*args, **kwargs)
 
-            train_module._batches = batches
+            loop._batches = batches
         elif kind == "rng":  # each epoch draws from python's, numpy's and torch's global RNGs
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 if hit():
@@ -181,7 +180,7 @@ SERVER = textwrap.dedent(
                     handle.write(json.dumps(draws) + "\n")
                 yield from real_batches(*args, **kwargs)
 
-            train_module._batches = batches
+            loop._batches = batches
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 
@@ -385,7 +384,7 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
     out = server.root / f"killed-{method}-{point}"
     argv = train_argv(method, out, server.data_dir)
     reply, log = server.train(argv, fault)
-    assert reply["signal"] == signal.SIGKILL, f"the fault hook never fired (train.py changed?): {reply} {log}"
+    assert reply["signal"] == signal.SIGKILL, f"the fault hook never fired (loop.py changed?): {reply} {log}"
     assert not (out / "summary.json").exists(), "a killed run must never look finished"
     assert saved_epochs(out) == expected_files
     if point == "after-metrics":

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from aalr.cli import main
-from aalr.harness import numerics, rundir
-from aalr.harness import train as train_module
+from aalr.harness import loop, numerics, rundir
 from aalr.harness.config import RunError, TrainConfig, validate
 from aalr.harness.train import run
 
@@ -331,7 +330,7 @@ def test_refresh_batchnorm_recomputes_statistics_on_fixed_batches_without_random
     model, manual = _bn_model(), _bn_model()
     model.eval()
     rng = torch.get_rng_state()
-    assert train_module.refresh_batchnorm(model, x, lambda t: t, torch.device("cpu"), 32, batches=2)
+    assert loop.refresh_batchnorm(model, x, lambda t: t, torch.device("cpu"), 32, batches=2)
     assert torch.equal(torch.get_rng_state(), rng)  # dropout stayed off: no random numbers drawn
     assert not model.training and not model[2].training  # the model's mode is back as it was
     manual.eval()
@@ -347,7 +346,7 @@ def test_refresh_batchnorm_recomputes_statistics_on_fixed_batches_without_random
 def test_refresh_batchnorm_without_batchnorm_does_nothing():
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert not train_module.refresh_batchnorm(model, torch.randn(8, 4), lambda t: t, torch.device("cpu"), 4)
+    assert not loop.refresh_batchnorm(model, torch.randn(8, 4), lambda t: t, torch.device("cpu"), 4)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -355,7 +354,7 @@ def test_refresh_batchnorm_without_batchnorm_does_nothing():
 @pytest.mark.parametrize(("method", "calls"), [("schedulefree", 2), ("sgdr", 0)])
 def test_schedulefree_refreshes_batchnorm_once_an_epoch(tmp_path, monkeypatch, method, calls, loss_pass):
     seen: list[int] = []
-    monkeypatch.setattr(train_module, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
+    monkeypatch.setattr(loop, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
     run({**FAST, "epochs": 2, "method": method, "loss_pass": loss_pass}, tmp_path / method)
     assert seen == [512] * calls  # once an epoch (also with the full loss pass), on the run's training data
 
@@ -369,7 +368,7 @@ DIGITS_CNN = {
 @pytest.mark.parametrize(("channels_last", "expected"), [(None, False), (True, True), (False, False)])
 def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channels_last, expected):
     seen = []
-    real_evaluate = train_module.evaluate
+    real_evaluate = loop.evaluate
 
     def spy(model, x, y, prepare, *args, **kwargs):
         # a weight with one input channel is contiguous in both layouts: look at the second convolution
@@ -377,7 +376,7 @@ def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channel
         seen.append(conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous())
         return real_evaluate(model, x, y, prepare, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate", spy)
+    monkeypatch.setattr(loop, "evaluate", spy)
     run({**DIGITS_CNN, "channels_last": channels_last}, tmp_path / "r")
     assert seen and all(s == expected for s in seen)
 
@@ -451,7 +450,7 @@ def test_bf16_on_the_cpu_only_when_asked_in_every_forward_pass(tmp_path, precisi
         patch.setattr(models, "build_model", build)
         for function, name in (("_initial_loss", "initial loss"), ("evaluate", "evaluate"),
                                ("refresh_batchnorm", "BatchNorm refresh")):  # fmt: skip
-            patch.setattr(train_module, function, spy(name, getattr(train_module, function)))
+            patch.setattr(loop, function, spy(name, getattr(loop, function)))
         summary = run(config, tmp_path / "r")
     assert summary["status"] == "finished"
     passes = {name for name, _ in seen}
