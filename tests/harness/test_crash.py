@@ -384,7 +384,9 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
     out = server.root / f"killed-{method}-{point}"
     argv = train_argv(method, out, server.data_dir)
     reply, log = server.train(argv, fault)
-    assert reply["signal"] == signal.SIGKILL, f"the fault hook never fired (loop.py changed?): {reply} {log}"
+    assert reply["signal"] == signal.SIGKILL, (
+        f"the fault hook never fired (loop.py or rundir.py changed?): {reply} {log}"
+    )
     assert not (out / "summary.json").exists(), "a killed run must never look finished"
     assert saved_epochs(out) == expected_files
     if point == "after-metrics":
