@@ -27,12 +27,22 @@ from typing import Any
 import pytest
 import torch
 
+import aalr
 from aalr.cli import main
 
 EPOCHS = 4
 SUBSET = 512  # 4 batches of 128 per epoch
 COMMAND_TIMEOUT_S = 180
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# The server runs in a folder of its own, where a relative PYTHONPATH (PYTHONPATH=src) finds no src/
+# and another installed aalr would be tested: the children import aalr from where this process did.
+CHILD_ENV = {
+    **os.environ,
+    **ONE_THREAD,
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(aalr.__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+    ),
+}
 
 # AALR with phase1_patience=1 takes a best-weights snapshot after epoch 1 and doubles its LR, so a
 # kill in epochs 2..4 must carry the tuner's snapshot and policy state through the checkpoint.
@@ -230,7 +240,7 @@ class Server:
         self.data_dir = root / "data"
         script = root / "crash_server.py"
         script.write_text(SERVER)
-        env = {**os.environ, **ONE_THREAD}
+        env = CHILD_ENV
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(self.data_dir)],
             stdin=subprocess.PIPE,
@@ -428,7 +438,7 @@ def test_resume_through_a_plain_python_m_aalr_process(
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
-        env={**os.environ, **ONE_THREAD},
+        env=CHILD_ENV,
         check=False,
     )
     assert done.returncode == 0, done.stderr
