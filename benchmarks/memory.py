@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 
-from aalr.harness.train import git_commit
+from aalr.harness.rundir import git_commit
 
 
 def child(variant: str, epochs: int) -> None:

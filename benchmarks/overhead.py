@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aalr import AALR
-from aalr.harness.train import git_commit
+from aalr.harness.rundir import git_commit
 from aalr.snapshot import cpu_copy, state_nbytes
 
 

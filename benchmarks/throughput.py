@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from aalr.harness.augment import Augment, augment_for
 from aalr.harness.models import build_model
-from aalr.harness.train import PRECISIONS, autocast_for, git_commit, resolve_channels_last, resolve_precision
+from aalr.harness.numerics import PRECISIONS, autocast_for, resolve_channels_last, resolve_precision
+from aalr.harness.rundir import git_commit
 from overhead import sync  # the benchmarks share their small helpers
 
 

@@ -184,9 +184,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             "compare runs its runs one after another in one process; under torchrun use `aalr train` "
             "for each run"
         )
+    from aalr.harness.config import RunError, TrainConfig, validate
     from aalr.harness.report import collect, summarize, to_markdown, write_report
+    from aalr.harness.rundir import check_writable
     from aalr.harness.suite import load_suite, run_suite
-    from aalr.harness.train import RunError, TrainConfig, check_writable, validate
 
     overrides: dict[str, Any] = {"progress": not args.no_progress}
     if args.device:
@@ -222,7 +223,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from aalr.harness.report import collect, summarize, to_markdown, write_report
-    from aalr.harness.train import check_writable
+    from aalr.harness.rundir import check_writable
 
     root = Path(args.runs)
     if not root.is_dir():

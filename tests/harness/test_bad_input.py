@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from aalr.cli import main
 from aalr.harness import data as data_module
+from aalr.harness.config import RunError, TrainConfig, validate
 from aalr.harness.data import DATASETS
 from aalr.harness.methods import METHODS
 from aalr.harness.models import MODELS
-from aalr.harness.train import RunError, TrainConfig, validate
 
 # Each sweep is parametrized by setting, so every setting is tried whatever hypothesis draws.
 SWEEP = settings(max_examples=10, deadline=None)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from test_bad_input import run_cli  # the same in-process CLI helper (tests/harness is on sys.path)
 
-from aalr.harness import train
+from aalr.harness import loop, rundir, train
+from aalr.harness.config import TrainConfig
 
 TINY = ["--epochs", "1", "--train-subset", "64", "--no-progress"]
 
@@ -69,10 +70,10 @@ def test_force_that_fails_before_its_first_checkpoint_puts_the_old_run_back(
     def fail(*args: object, **kwargs: object) -> None:
         raise ValueError("simulated failure in the first epoch")
 
-    monkeypatch.setattr(train, "_train", fail)
+    monkeypatch.setattr(loop, "train_epochs", fail)
     code, err = run_cli(["train", *TINY, "--out", str(finished), "--force", "--seed", "4"])
     assert code == 2 and "simulated failure" in err
-    assert files(finished) == before and not (finished / train.REPLACED).exists()
+    assert files(finished) == before and not (finished / rundir.REPLACED).exists()
 
 
 def test_resume_and_force_together_are_refused(finished: Path) -> None:
@@ -142,7 +143,7 @@ def test_force_that_succeeds_replaces_the_old_run_and_keeps_no_backup(tmp_path: 
     assert code == 0
     assert json.loads((out / "config.json").read_text())["seed"] == 5 != old_config["seed"]
     assert json.loads((out / "summary.json").read_text())["seed"] == 5
-    assert not (out / train.REPLACED).exists()
+    assert not (out / rundir.REPLACED).exists()
 
 
 def test_a_missing_data_dir_and_a_resume_with_nothing_to_resume_are_said(
@@ -164,9 +165,7 @@ def test_a_finished_run_is_returned_without_loading_its_data(
     def no_load(config: object) -> None:
         raise AssertionError("the data were loaded for a finished run")
 
-    monkeypatch.setattr(train, "_load_data", no_load)
+    monkeypatch.setattr(loop, "load_data", no_load)
     config = json.loads((finished / "config.json").read_text())
-    summary = train.run(
-        {k: config[k] for k in train.saved_settings(train.TrainConfig())}, finished, resume=True
-    )
+    summary = train.run({k: config[k] for k in rundir.saved_settings(TrainConfig())}, finished, resume=True)
     assert summary == json.loads((finished / "summary.json").read_text())

@@ -27,12 +27,22 @@ from typing import Any
 import pytest
 import torch
 
+import aalr
 from aalr.cli import main
 
 EPOCHS = 4
 SUBSET = 512  # 4 batches of 128 per epoch
 COMMAND_TIMEOUT_S = 180
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# The server runs in a folder of its own, where a relative PYTHONPATH (PYTHONPATH=src) finds no src/
+# and another installed aalr would be tested: the children import aalr from where this process did.
+CHILD_ENV = {
+    **os.environ,
+    **ONE_THREAD,
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(aalr.__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+    ),
+}
 
 # AALR with phase1_patience=1 takes a best-weights snapshot after epoch 1 and doubles its LR, so a
 # kill in epochs 2..4 must carry the tuner's snapshot and policy state through the checkpoint.
@@ -61,7 +71,7 @@ SERVER = textwrap.dedent(
     torch.set_num_threads(1)  # before any fork; children compute with one thread, reproducibly
 
     import aalr.cli
-    from aalr.harness import train as train_module
+    from aalr.harness import loop, rundir
     from aalr.harness.data import load_dataset
 
     load_dataset("mnist1d", sys.argv[1])  # generated once here (and cached there); children inherit it
@@ -88,7 +98,7 @@ SERVER = textwrap.dedent(
         kind, at = fault["kind"], fault.get("at", 0)
         hit = counter(at + 1 if kind == "batch" else at)
         if kind == "batch":  # dies when asking for batch at+1: after `at` optimizer steps
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 for index in real_batches(*args, **kwargs):
@@ -96,7 +106,7 @@ SERVER = textwrap.dedent(
                         die()
                     yield index
 
-            train_module._batches = batches
+            loop._batches = batches
         elif kind == "half_written":  # the at-th torch.save writes half its bytes, then dies
             real_save = torch.save
 
@@ -113,14 +123,14 @@ SERVER = textwrap.dedent(
 
             torch.save = save
         elif kind == "temp_written":  # the at-th checkpoint's temp file is complete, nothing renamed
-            real_atomic = train_module.atomic_torch_save
+            real_atomic = rundir.atomic_torch_save
 
             def atomic(obj, path):
                 real_atomic(obj, path)
                 if hit():
                     die()
 
-            train_module.atomic_torch_save = atomic
+            rundir.atomic_torch_save = atomic
         elif kind == "prev_renamed":  # checkpoint.pt -> checkpoint.prev.pt done, the temp not renamed
             real_replace = os.replace
 
@@ -131,23 +141,23 @@ SERVER = textwrap.dedent(
 
             os.replace = replace
         elif kind == "metrics_written":  # the at-th metrics.jsonl is written, its checkpoint is not
-            real_write = train_module.atomic_write_text
+            real_write = rundir.atomic_write_text
 
             def write(path, text):
                 real_write(path, text)
                 if Path(path).name == "metrics.jsonl" and hit():
                     die()
 
-            train_module.atomic_write_text = write
+            rundir.atomic_write_text = write
         elif kind == "summary":  # everything saved but summary.json
-            real_json = train_module.write_json
+            real_json = rundir.write_json
 
             def write_json(path, value):
                 if Path(path).name == "summary.json" and hit():
                     die()
                 real_json(path, value)
 
-            train_module.write_json = write_json
+            rundir.write_json = write_json
         elif kind == "disk_full":  # the at-th torch.save fails as on a full disk, half written
             real_save = torch.save
 
@@ -161,16 +171,16 @@ SERVER = textwrap.dedent(
 
             torch.save = save
         elif kind == "count_epochs":  # no fault: records each epoch this process trains
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 with open(fault["record"], "a") as handle:
                     handle.write("epoch\n")
                 yield from real_batches(*args, **kwargs)
 
-            train_module._batches = batches
+            loop._batches = batches
         elif kind == "rng":  # each epoch draws from python's, numpy's and torch's global RNGs
-            real_batches = train_module._batches
+            real_batches = loop._batches
 
             def batches(*args, **kwargs):
                 if hit():
@@ -180,7 +190,7 @@ SERVER = textwrap.dedent(
                     handle.write(json.dumps(draws) + "\n")
                 yield from real_batches(*args, **kwargs)
 
-            train_module._batches = batches
+            loop._batches = batches
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 
@@ -230,7 +240,7 @@ class Server:
         self.data_dir = root / "data"
         script = root / "crash_server.py"
         script.write_text(SERVER)
-        env = {**os.environ, **ONE_THREAD}
+        env = CHILD_ENV
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(self.data_dir)],
             stdin=subprocess.PIPE,
@@ -384,7 +394,9 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
     out = server.root / f"killed-{method}-{point}"
     argv = train_argv(method, out, server.data_dir)
     reply, log = server.train(argv, fault)
-    assert reply["signal"] == signal.SIGKILL, f"the fault hook never fired (train.py changed?): {reply} {log}"
+    assert reply["signal"] == signal.SIGKILL, (
+        f"the fault hook never fired (loop.py or rundir.py changed?): {reply} {log}"
+    )
     assert not (out / "summary.json").exists(), "a killed run must never look finished"
     assert saved_epochs(out) == expected_files
     if point == "after-metrics":
@@ -426,7 +438,7 @@ def test_resume_through_a_plain_python_m_aalr_process(
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
-        env={**os.environ, **ONE_THREAD},
+        env=CHILD_ENV,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -17,8 +17,9 @@ import torch.distributed as dist
 
 from aalr.cli import main
 from aalr.harness import distributed
+from aalr.harness.config import RunError
 from aalr.harness.distributed import Launch, device_for, launch_from_env, shard
-from aalr.harness.train import RunError, run
+from aalr.harness.train import run
 
 FAST = {"dataset": "mnist1d", "epochs": 3, "batch_size": 128, "train_subset": 512, "progress": False}
 TORCHRUN = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aalr.cli import suite_run_fn  # noqa: F401  (the CLI module wires suites to train.run)
+from aalr.harness.config import TrainConfig, validate
 from aalr.harness.suite import available_suites, load_suite
-from aalr.harness.train import TrainConfig, validate
 
 
 def check(config: dict) -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from aalr.cli import main
-from aalr.harness import train as train_module
-from aalr.harness.train import RunError, TrainConfig, run
+from aalr.harness import loop, numerics, rundir
+from aalr.harness.config import RunError, TrainConfig, validate
+from aalr.harness.train import run
 
 FAST = {"dataset": "mnist1d", "epochs": 3, "batch_size": 128, "train_subset": 512, "progress": False}
 
@@ -74,7 +75,7 @@ class Interrupt(Exception):
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, caplog, method):
     config = {**FAST, "epochs": 4, "method": method}
     run(config, tmp_path / "full")
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
     calls = {"n": 0}
 
     def dying_save(out, state):
@@ -83,10 +84,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, caplo
         if calls["n"] == 2:
             raise Interrupt  # the process dies right after epoch 2's checkpoint
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "killed")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "summary.json").exists()
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         run(config, tmp_path / "killed", resume=True)
@@ -179,7 +180,7 @@ def test_config_validation_errors():
     ]
     for values, match in cases:
         with pytest.raises(RunError, match=match):
-            train_module.validate(TrainConfig(**{**FAST, **values}))
+            validate(TrainConfig(**{**FAST, **values}))
     with pytest.raises(RunError, match=r"unknown settings \['colour'\]"):
         TrainConfig.from_dict({"colour": "blue"})
 
@@ -329,7 +330,7 @@ def test_refresh_batchnorm_recomputes_statistics_on_fixed_batches_without_random
     model, manual = _bn_model(), _bn_model()
     model.eval()
     rng = torch.get_rng_state()
-    assert train_module.refresh_batchnorm(model, x, lambda t: t, torch.device("cpu"), 32, batches=2)
+    assert loop.refresh_batchnorm(model, x, lambda t: t, torch.device("cpu"), 32, batches=2)
     assert torch.equal(torch.get_rng_state(), rng)  # dropout stayed off: no random numbers drawn
     assert not model.training and not model[2].training  # the model's mode is back as it was
     manual.eval()
@@ -345,7 +346,7 @@ def test_refresh_batchnorm_recomputes_statistics_on_fixed_batches_without_random
 def test_refresh_batchnorm_without_batchnorm_does_nothing():
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert not train_module.refresh_batchnorm(model, torch.randn(8, 4), lambda t: t, torch.device("cpu"), 4)
+    assert not loop.refresh_batchnorm(model, torch.randn(8, 4), lambda t: t, torch.device("cpu"), 4)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -353,7 +354,7 @@ def test_refresh_batchnorm_without_batchnorm_does_nothing():
 @pytest.mark.parametrize(("method", "calls"), [("schedulefree", 2), ("sgdr", 0)])
 def test_schedulefree_refreshes_batchnorm_once_an_epoch(tmp_path, monkeypatch, method, calls, loss_pass):
     seen: list[int] = []
-    monkeypatch.setattr(train_module, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
+    monkeypatch.setattr(loop, "refresh_batchnorm", lambda model, x, *args, **kw: seen.append(len(x)))
     run({**FAST, "epochs": 2, "method": method, "loss_pass": loss_pass}, tmp_path / method)
     assert seen == [512] * calls  # once an epoch (also with the full loss pass), on the run's training data
 
@@ -367,7 +368,7 @@ DIGITS_CNN = {
 @pytest.mark.parametrize(("channels_last", "expected"), [(None, False), (True, True), (False, False)])
 def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channels_last, expected):
     seen = []
-    real_evaluate = train_module.evaluate
+    real_evaluate = loop.evaluate
 
     def spy(model, x, y, prepare, *args, **kwargs):
         # a weight with one input channel is contiguous in both layouts: look at the second convolution
@@ -375,14 +376,14 @@ def test_channels_last_on_the_cpu_only_when_asked(tmp_path, monkeypatch, channel
         seen.append(conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous())
         return real_evaluate(model, x, y, prepare, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate", spy)
+    monkeypatch.setattr(loop, "evaluate", spy)
     run({**DIGITS_CNN, "channels_last": channels_last}, tmp_path / "r")
     assert seen and all(s == expected for s in seen)
 
 
 def test_channels_last_is_for_images_only_and_auto_means_cuda():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    resolve = train_module.resolve_channels_last
+    resolve = numerics.resolve_channels_last
     assert resolve(True, cpu, (1, 8, 8)) and not resolve(False, cuda, (3, 32, 32))
     assert not resolve(None, cpu, (3, 32, 32)) and resolve(None, cuda, (3, 32, 32))
     assert not resolve(True, cuda, (1, 40))  # a signal (MNIST-1D) has no channels_last layout
@@ -404,7 +405,7 @@ def test_channels_last_may_differ_on_resume_and_is_checked(tmp_path, capsys):
     run({**DIGITS_CNN, "epochs": 1}, out)
     run({**DIGITS_CNN, "epochs": 1, "channels_last": True}, out, resume=True)  # how, not what: allowed
     with pytest.raises(RunError, match=r"channels_last must be true, false or null \(auto\), got 'yes'"):
-        train_module.validate(TrainConfig(**{**DIGITS_CNN, "channels_last": "yes"}))
+        validate(TrainConfig(**{**DIGITS_CNN, "channels_last": "yes"}))
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--channels-last", "--out"]
     assert main([*argv, str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["channels_last"] is True
@@ -449,7 +450,7 @@ def test_bf16_on_the_cpu_only_when_asked_in_every_forward_pass(tmp_path, precisi
         patch.setattr(models, "build_model", build)
         for function, name in (("_initial_loss", "initial loss"), ("evaluate", "evaluate"),
                                ("refresh_batchnorm", "BatchNorm refresh")):  # fmt: skip
-            patch.setattr(train_module, function, spy(name, getattr(train_module, function)))
+            patch.setattr(loop, function, spy(name, getattr(loop, function)))
         summary = run(config, tmp_path / "r")
     assert summary["status"] == "finished"
     passes = {name for name, _ in seen}
@@ -471,16 +472,16 @@ def test_bf16_changes_numerics_not_the_quality_and_may_differ_on_resume(tmp_path
 
 def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 3}
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
 
     def dying_save(out, state):
         real_save(out, state)
         raise Interrupt  # the process dies right after epoch 1's checkpoint
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "r")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         summary = run({**config, "precision": "bf16", "channels_last": True}, tmp_path / "r", resume=True)
     assert "at epoch 1 in cpu bf16 channels_last; its epochs so far were computed in cpu fp32" in caplog.text
@@ -497,7 +498,7 @@ def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, 
 
 def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 2}
-    real_save = train_module.save_checkpoint
+    real_save = rundir.save_checkpoint
 
     def dying_save(out, state):
         for row in state["rows"]:
@@ -505,10 +506,10 @@ def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(t
         real_save(out, state)
         raise Interrupt
 
-    monkeypatch.setattr(train_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
     with pytest.raises(Interrupt):
         run(config, tmp_path / "r")
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir, "save_checkpoint", real_save)
     summary = run({**config, "precision": "bf16"}, tmp_path / "r", resume=True)
     assert summary["numerics"] == ["cpu bf16"] and summary["numerics_unrecorded_epochs"] == 1
     assert main(["report", str(tmp_path)]) == 0
@@ -542,10 +543,10 @@ def test_a_grid_result_records_how_its_grid_runs_computed_too(tmp_path, caplog):
 
 def test_precision_is_checked_and_reaches_the_config(tmp_path, capsys):
     with pytest.raises(RunError, match=r"precision must be one of auto, fp32, bf16, got 'fp16'"):
-        train_module.validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
-    assert train_module.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert train_module.resolve_precision("auto", torch.device("cuda")) == "bf16"
-    assert train_module.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+        validate(TrainConfig(**{**DIGITS_CNN, "precision": "fp16"}))
+    assert numerics.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert numerics.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert numerics.resolve_precision("bf16", torch.device("cpu")) == "bf16"
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--out"]
     assert main([*argv, str(tmp_path / "cli"), "--precision", "bf16"]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["precision"] == "bf16"
@@ -561,10 +562,10 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
     tmp_path, monkeypatch, caplog, avx512_bf16, amx, expected
 ):
     # oneDNN's own check says yes on any AVX512 CPU, where bf16 is emulated: look at the instructions
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert train_module.cpu_has_bf16() is expected
+    assert numerics.cpu_has_bf16() is expected
     with caplog.at_level(logging.WARNING, logger="aalr.harness"):
         run({**DIGITS_CNN, "epochs": 1, "precision": "bf16"}, tmp_path / "r")
     assert ("neither AVX512-BF16 nor AMX" in caplog.text) is not expected
@@ -576,23 +577,23 @@ def test_bf16_instructions_are_looked_for_and_their_absence_warned_about(
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_bf16_check_on_arm_asks_onednn(monkeypatch, onednn):
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not onednn, raising=False)
-    monkeypatch.setattr(train_module, "_onednn_has_bf16", lambda: onednn)
-    assert train_module.cpu_has_bf16() is onednn
+    monkeypatch.setattr(numerics, "_onednn_has_bf16", lambda: onednn)
+    assert numerics.cpu_has_bf16() is onednn
 
     def missing() -> bool:
         raise RuntimeError("no such op")
 
-    monkeypatch.setattr(train_module, "_onednn_has_bf16", missing)
-    assert train_module.cpu_has_bf16() is False
+    monkeypatch.setattr(numerics, "_onednn_has_bf16", missing)
+    assert numerics.cpu_has_bf16() is False
 
 
 def test_bf16_check_survives_a_torch_without_the_private_checks(monkeypatch):
-    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    assert train_module.cpu_has_bf16() is False
+    assert numerics.cpu_has_bf16() is False
 
 
 def test_channels_last_reaches_every_forward_pass_augmented_and_attacked(tmp_path, write_cifar10):

@@ -1,709 +1,31 @@
-"""One training run: the loop, evaluation, metrics, an atomic per-epoch checkpoint, exact resume.
+"""One training run, the entry point: :func:`run` and the orchestration around the training loop.
 
-Read top to bottom: :func:`run` validates the settings and the output directory, resolves an LR
-grid on a validation split when one is given, then :func:`_train` runs the epochs. Each epoch:
-shuffle (a seeded generator of our own), augment whole batches, optionally attack, step; the
-epoch's training loss (sample-weighted mean of the minibatch losses, no extra pass) goes to the
-method's ``end_epoch`` (AALR may restore weights there); then test loss/accuracy (and robust
-accuracies for adversarial runs), a metrics line and a checkpoint.
+Read top to bottom: :func:`run` validates the settings (:mod:`aalr.harness.config`) and the output
+directory (:mod:`aalr.harness.rundir`: resume, --force, a run that is finished already), loads the data
+once, resolves an LR grid on a validation split when one is given (:func:`run_validation` for each LR,
+each resumable on its own), then trains with :func:`aalr.harness.loop.train_epochs` and writes the
+summary last. A run that fails before its first checkpoint leaves its directory as it found it.
 
-Files of a run (see DESIGN.md): ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (and
-``checkpoint.prev.pt``, the one before), ``summary.json`` written last: a run is finished iff
-``summary.json`` exists.
-
-Under ``torchrun`` (``WORLD_SIZE`` > 1; see :mod:`aalr.harness.distributed`) the run trains with
-DistributedDataParallel: ``batch_size`` stays the global batch (each rank takes ``batch_size /
-world_size``), each epoch's permutation is sharded across ranks, the epoch loss is averaged over all
-ranks' samples, so the method (AALR) takes the same decision on every rank. Every rank evaluates the
-whole test set (the ranks hold one model, so they get the same numbers, in the time rank 0 alone
-would take); only rank 0 touches the output directory and prints.
+Under ``torchrun`` rank 0 alone checks and prepares the output directory and writes to it; every rank
+hears its answer (or its error), so that no rank waits for ever on another that has failed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
-import math
 import os
-import platform
-import random
-import re
-import shutil
-import subprocess
-import tempfile
-import time
-import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from aalr.harness import distributed
-from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
+from aalr.harness import distributed, loop, rundir
+from aalr.harness.config import RunError, TrainConfig, check_launch, validate
+from aalr.harness.numerics import resolve_device
 
 log = logging.getLogger("aalr.harness")
-
-STATUS_FINISHED = "finished"
-STATUS_DIVERGED = "diverged"
-# Settings that may differ between a run and its resumption (where and how, not what).
-RESUMABLE_DIFFERENCES = frozenset(
-    {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
-)
-GRID_METHODS = ("step", "const")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class RunError(ValueError):
-    """A bad setting or an output directory that cannot be used; the CLI exits with code 2."""
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run, with its default. Stored as ``config.json`` with each result."""
-
-    dataset: str = "mnist1d"
-    model: str | None = None  # None: the data set's default model
-    method: str = "aalr"
-    epochs: int = 30
-    batch_size: int = 128
-    seed: int = 0
-    lr: float | list[float] | None = None  # a list: a grid, chosen on a validation split (step/const)
-    weight_decay: float | None = None  # None: the method's default
-    val_fraction: float = 0.1  # held out of the training data to choose a grid's LR
-    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 0.5} for fmnist-cnn
-    method_args: dict[str, Any] = field(default_factory=dict)  # passed to the method (optimizer, tuner)
-    random_erasing: float = 0.0  # probability (the paper's section 5.5 uses 0.5)
-    cutout: int = 0
-    train_subset: int | None = None  # use only the first N training samples (CPU-sized suites)
-    loss_pass: str = "batches"  # "batches": mean minibatch loss; "full": an extra pass in eval mode
-    adversarial: str | None = None  # None | "fgsm" | "pgd"
-    epsilon: float = 8 / 255
-    alpha: float | None = None
-    steps: int = 1
-    eval_pgd_steps: int = 10
-    robust_every: int = 1  # evaluate robust accuracy every N epochs (and always at the last)
-    robust_samples: int | None = 1000  # test samples used for robust accuracy (None: all)
-    device: str = "auto"
-    # "auto": bf16 autocast on CUDA, fp32 on the CPU; "bf16": bf16 autocast also on the CPU (weights,
-    # optimizer state and the loss stay fp32), fast where the CPU has bf16 instructions (AVX512-BF16,
-    # AMX) and an option, so that runs made before it keep their numbers; "fp32": never autocast
-    precision: str = "auto"
-    # image models in channels_last memory format: None (auto) on CUDA only; True also on the CPU, where
-    # oneDNN's convolutions made the model step 1.12-1.31x faster for fmnist-cnn and 1.28x for resnet20 in
-    # fp32 here (an option, so that runs made before it keep their numbers); False never
-    channels_last: bool | None = None
-    data_dir: str | None = None
-    progress: bool = True
-    suite: str | None = None
-    experiment: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RunError(f"unknown settings {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
-
-
-# -- validation ----------------------------------------------------------------------------------
-MAX_COUNT = 2**31 - 1  # torch indexes and sizes with 64-bit ints, but some kernels take 32-bit counts
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RunError(f"{name} must be an integer >= 1, got {value!r}")
-    if value > MAX_COUNT:
-        raise RunError(f"{name} must be an integer in [1, {MAX_COUNT}], got {value!r}")
-
-
-def _check_lr(value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise RunError(f"lr must be a finite number > 0 (or a list of them), got {value!r}")
-
-
-def validate(config: TrainConfig) -> None:
-    """Check every setting against what is allowed; raise :class:`RunError` naming the value."""
-    from aalr.harness.data import DATASETS
-    from aalr.harness.methods import METHODS
-    from aalr.harness.models import MODELS
-
-    if config.dataset not in DATASETS:
-        raise RunError(f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
-    if config.model is not None and config.model not in MODELS:
-        raise RunError(f"unknown model {config.model!r}; choose from {', '.join(MODELS)}")
-    if config.method not in METHODS:
-        raise RunError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
-    _positive_int("epochs", config.epochs)
-    _positive_int("batch_size", config.batch_size)
-    if (
-        isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED
-    ):  # NumPy's global generator takes seeds below 2**32 only
-        raise RunError(f"seed must be an integer in [0, {MAX_SEED}], got {config.seed!r}")
-    if isinstance(config.lr, list):
-        if not config.lr:
-            raise RunError("lr list is empty; give one or more LRs")
-        for value in config.lr:
-            _check_lr(value)
-        if len(config.lr) > 1 and config.method not in GRID_METHODS:
-            raise RunError(
-                f"an LR grid ({config.lr}) is for methods {GRID_METHODS}, not {config.method!r}; give one LR"
-            )
-    elif config.lr is not None:
-        _check_lr(config.lr)
-    if config.weight_decay is not None and not (
-        _is_real(config.weight_decay) and 0 <= config.weight_decay < math.inf
-    ):
-        raise RunError(f"weight_decay must be a finite number >= 0, got {config.weight_decay!r}")
-    if not _is_real(config.val_fraction) or not 0 < config.val_fraction < 1:
-        raise RunError(f"val_fraction must be in (0, 1), got {config.val_fraction!r}")
-    if not _is_real(config.random_erasing) or not 0 <= config.random_erasing <= 1:
-        raise RunError(f"random_erasing is a probability in [0, 1], got {config.random_erasing!r}")
-    for name in ("model_options", "method_args"):
-        options = getattr(config, name)
-        if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
-            raise RunError(f"{name} must be a table of name = value settings, got {options!r}")
-    # The attack settings are checked even when unused: a bad value is a mistake either way.
-    if not _is_real(config.epsilon) or not 0 <= config.epsilon <= 1:
-        raise RunError(f"epsilon is an L-inf radius in pixel units, in [0, 1]; got {config.epsilon!r}")
-    if config.alpha is not None and not (_is_real(config.alpha) and 0 < config.alpha < math.inf):
-        raise RunError(f"alpha (the attack step) must be a finite number > 0, got {config.alpha!r}")
-    _positive_int("steps", config.steps)
-    max_cutout = 2 * max(_DATA_SHAPES[config.dataset][0][1:])  # a square centred on the border still overlaps
-    if (
-        isinstance(config.cutout, bool)
-        or not isinstance(config.cutout, int)
-        or not 0 <= config.cutout <= max_cutout
-    ):
-        raise RunError(
-            f"cutout must be an integer in [0, {max_cutout}] (pixels) for {config.dataset}, "
-            f"got {config.cutout!r}"
-        )
-    try:
-        from aalr.harness.augment import augment_for
-
-        augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
-    except (TypeError, ValueError) as error:
-        raise RunError(str(error)) from error
-    if config.train_subset is not None:
-        _positive_int("train_subset", config.train_subset)
-    if config.channels_last is not None and not isinstance(config.channels_last, bool):
-        raise RunError(f"channels_last must be true, false or null (auto), got {config.channels_last!r}")
-    if config.precision not in PRECISIONS:
-        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-    if config.loss_pass not in ("batches", "full"):
-        raise RunError(f"loss_pass must be 'batches' or 'full', got {config.loss_pass!r}")
-    if not isinstance(config.device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", config.device):
-        raise RunError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
-    if str(config.device).startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(
-            f"device {config.device!r} asked for, but CUDA is not available here; use --device cpu"
-        )
-    _positive_int("robust_every", config.robust_every)
-    _positive_int("eval_pgd_steps", config.eval_pgd_steps)
-    if config.robust_samples is not None:
-        _positive_int("robust_samples", config.robust_samples)
-    if config.adversarial is not None:
-        try:
-            training_attack(config)
-        except (TypeError, ValueError) as error:
-            raise RunError(str(error)) from error
-        if config.dataset not in IMAGE_DATASETS:
-            raise RunError(
-                f"adversarial {config.adversarial!r} needs inputs in [0, 1], an image data set "
-                f"({', '.join(IMAGE_DATASETS)}); {config.dataset!r} is not one"
-            )
-        if config.epsilon == 0:
-            raise RunError("epsilon must be > 0 with --adversarial (0 would attack nothing), got 0.0")
-        try:
-            evaluation_attacks(config)
-        except (TypeError, ValueError) as error:
-            raise RunError(str(error)) from error
-    _dry_build(config)
-
-
-MAX_SEED = 2**32 - 1
-# Data sets whose inputs are in [0, 1], as the attacks need (MNIST-1D's are standardized floats).
-IMAGE_DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
-
-
-def _is_real(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
-
-
-# Input shape and classes of each data set, so that settings can be checked before any data load.
-_DATA_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "mnist1d": ((1, 40), 10),
-    "digits": ((1, 8, 8), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-}
-
-
-def _dry_build(config: TrainConfig) -> None:
-    """Build the model (on the meta device: no memory) and the method (on a stand-in module) to check
-    their options before any file is touched."""
-    from aalr.harness.methods import build_method
-    from aalr.harness.models import build_model, default_model_for
-
-    shape, classes = _DATA_SHAPES[config.dataset]
-    model_name = config.model or default_model_for(config.dataset)
-    first_lr = config.lr[0] if isinstance(config.lr, list) else config.lr
-    try:
-        with torch.device("meta"):
-            build_model(model_name, num_classes=classes, input_shape=shape, **config.model_options)
-        build_method(
-            config.method,
-            nn.Linear(1, 1),
-            epochs=config.epochs,
-            steps_per_epoch=1,
-            model_name=model_name,
-            lr=first_lr,
-            weight_decay=config.weight_decay,
-            initial_loss=None,
-            **config.method_args,
-        )
-    except (TypeError, ValueError) as error:
-        raise RunError(str(error)) from error
-
-
-def check_launch(config: TrainConfig) -> tuple[distributed.Launch, torch.device] | None:
-    """Under torchrun: the launch and this rank's device, checked against the settings; else None.
-
-    Reads the environment only, so a bad setting fails on every rank before any rank waits for another.
-    """
-    try:
-        launch = distributed.launch_from_env()
-        if launch is None:
-            return None
-        device = distributed.device_for(str(config.device), launch)
-    except ValueError as error:
-        raise RunError(str(error)) from error
-    if config.batch_size % launch.world_size:
-        raise RunError(
-            f"batch_size {config.batch_size} is the global batch and must divide evenly among the "
-            f"{launch.world_size} ranks (WORLD_SIZE); use a multiple of {launch.world_size}"
-        )
-    return launch, device
-
-
-def training_attack(config: TrainConfig) -> Any:
-    """The attack that makes the training examples. FGSM with an ``alpha`` is the "fast" FGSM of
-    Wong et al. (2020): a uniform random start in the ball, then one step of ``alpha``."""
-    from aalr.harness.attacks import AttackConfig
-
-    random_start = True if config.adversarial == "fgsm" and config.alpha is not None else None
-    return AttackConfig(
-        kind=str(config.adversarial),
-        epsilon=config.epsilon,
-        alpha=config.alpha,
-        steps=config.steps,
-        random_start=random_start,
-    )
-
-
-def evaluation_attacks(config: TrainConfig) -> list[tuple[str, Any]]:
-    """The attacks of robust evaluation (clean FGSM, and PGD with alpha epsilon / 4 unless given)."""
-    from aalr.harness.attacks import AttackConfig
-
-    return [
-        ("fgsm_acc", AttackConfig(kind="fgsm", epsilon=config.epsilon)),
-        (
-            "pgd_acc",
-            AttackConfig(
-                kind="pgd",
-                epsilon=config.epsilon,
-                alpha=config.alpha or config.epsilon / 4,
-                steps=config.eval_pgd_steps,
-            ),
-        ),
-    ]
-
-
-# -- small helpers -------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become null: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state: Any = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            str(np_state[0]),
-            torch.from_numpy(np.asarray(np_state[1]).copy()),
-            *map(float, np_state[2:]),
-        ],
-        "python": _python_rng_plain(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_rng_plain(state: Any) -> Any:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# -- checkpoints ---------------------------------------------------------------------------------
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-CHECKPOINT_KEYS = frozenset(
-    {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
-)
-# Where --force moves the run it replaces until the new run has written its first checkpoint.
-REPLACED = ".replaced-by-force"
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
-
-
-def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
-    path = out / CHECKPOINT
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        atomic_torch_save(state, tmp)
-        if path.exists():
-            os.replace(path, out / PREVIOUS_CHECKPOINT)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_directory(out)  # make both renames durable
-
-
-def _zip_is_intact(path: Path) -> str | None:
-    """torch.load does not check the archive's CRC-32s, so a flipped byte in tensor data would load
-    silently; check them first. Returns the name of the first bad member, or None."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except zipfile.BadZipFile as error:
-        return f"not a zip archive ({error}): truncated or overwritten"
-    return None if bad is None else f"corrupted data in {bad}"
-
-
-def _short_error(error: Exception) -> str:
-    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
-    text = str(error)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(error).__name__}: {first[:200]}"
-
-
-def load_checkpoint(out: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint, or None when there is none.
-
-    A corrupted or unsafe file is reported (naming it) and the previous one is tried; when every
-    checkpoint present is unreadable the run stops with an error: never a silent restart.
-    """
-    errors = []
-    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-        path = out / name
-        if not path.exists():
-            continue
-        try:
-            bad = _zip_is_intact(path)
-            if bad is not None:
-                raise ValueError(bad)
-            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-            missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["all"]
-            if missing:
-                raise ValueError(f"it lacks {', '.join(missing)}: not a checkpoint of this harness")
-        except Exception as error:  # truncated, corrupted, or holding pickled objects
-            message = f"checkpoint {str(path)!r} cannot be loaded safely ({_short_error(error)})"
-            log.error(message)
-            errors.append(message)
-            continue
-        if errors:
-            log.warning("resuming from the previous checkpoint %s", path)
-        return state
-    if errors:
-        raise RunError(
-            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
-        )
-    return None
-
-
-# -- the output directory ------------------------------------------------------------------------
-def prepare_out_dir(
-    out: Path,
-    config: TrainConfig,
-    *,
-    resume: bool,
-    force: bool,
-    validation: bool = False,
-) -> bool:
-    """Check the directory before training; return True when it holds a run to resume.
-
-    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
-    :func:`run` deletes once the new run has a checkpoint, or moves back if it fails before one).
-    """
-    config_path = out / "config.json"
-    check_writable(out)
-    if not config_path.exists():
-        return False
-    if force:
-        backup = out / REPLACED
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.mkdir()
-        for name in RUN_FILES:
-            if (out / name).exists():
-                os.replace(out / name, backup / name)
-        return False
-    if not resume:
-        raise RunError(
-            f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
-            "or --force to overwrite it"
-        )
-    try:
-        saved = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
-    if not isinstance(saved, dict):
-        raise RunError(
-            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
-        )
-    mine = saved_settings(config, validation=validation)
-    differences = sorted(
-        key
-        for key in set(saved) | set(mine)
-        if key not in RESUMABLE_DIFFERENCES
-        and key not in ("version", "git_commit")
-        and saved.get(key) != mine.get(key)
-    )
-    if differences:
-        shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
-        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
-    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
-        stale.unlink(missing_ok=True)
-    return True
-
-
-MIN_FREE_MIB = 50
-
-
-def check_writable(out: Path) -> None:
-    """Create ``out`` if needed and check that it can be written and has room; before any training."""
-    try:
-        if out.exists() and not out.is_dir():
-            raise RunError(f"output path {str(out)!r} exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
-    free = shutil.disk_usage(out).free
-    if free < MIN_FREE_MIB * 2**20:
-        raise RunError(
-            f"output directory {str(out)!r} has only {free // 2**20} MiB free; "
-            f"need at least {MIN_FREE_MIB} MiB"
-        )
-
-
-# -- the loop ------------------------------------------------------------------------------------
-@dataclass
-class _Context:
-    config: TrainConfig
-    device: torch.device
-    out: Path
-    dataset: Any = None  # loaded before the output directory is touched; None: _train loads it
-
-
-def _load_data(config: TrainConfig) -> Any:
-    """The run's data set, before anything is written: a missing or malformed file fails here."""
-    from aalr.harness.data import load_dataset
-
-    with distributed.local_main_first():  # one download or cache write per node
-        return load_dataset(config.dataset, config.data_dir)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """What a run with ``precision`` (one of :data:`PRECISIONS`) does on ``device``: "fp32" or "bf16"."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (x86: AVX512-BF16 or AMX; Arm: oneDNN's check); elsewhere
-    bf16 is emulated, slowly.
-
-    On x86 not oneDNN's ``_is_mkldnn_bf16_supported``: it is true on any AVX512 CPU, where bf16 is
-    emulated. torch.cpu has no Arm check, so there oneDNN's answer (the BF16 extension) is taken.
-    """
-    try:  # private functions: looked up with care, and a failure means "not known to have it"
-        if platform.machine().lower() in ("aarch64", "arm64"):
-            return _onednn_has_bf16()
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _onednn_has_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_channels_last(
-    channels_last: bool | None, device: torch.device, input_shape: tuple[int, ...]
-) -> bool:
-    """Whether a run lays out its model and batches channels_last: image inputs only (C, H, W); ``None``
-    (auto) means on CUDA only."""
-    if len(input_shape) != 3:
-        return False
-    return channels_last if channels_last is not None else device.type == "cuda"
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` when ``precision`` (resolved, see :func:`resolve_precision`) says so."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """This rank's minibatches of one epoch: ``batch_size`` is per rank (the global batch / world size)."""
-    order = torch.randperm(n, generator=generator).to(device)
-    if distributed.active():
-        order = distributed.shard(order, distributed.rank(), distributed.world_size())
-    yield from order.split(batch_size)
-
-
-BN_REFRESH_BATCHES = 50  # schedule-free's README refreshes BatchNorm statistics on "a few" (its example: 50)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-def refresh_batchnorm(
-    model: nn.Module,
-    x: torch.Tensor,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device,
-    batch_size: int,
-    batches: int = BN_REFRESH_BATCHES,
-    precision: str = "auto",
-) -> bool:
-    """Recompute BatchNorm running statistics at the model's current weights from the first
-    ``batches`` training batches, in a fixed order (no random numbers drawn), in the run's ``precision``.
-    Only the BatchNorm layers run in train mode (dropout stays off). Returns False, doing nothing, without
-    BatchNorm."""
-    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
-    if not norms:
-        return False
-    was_training = model.training
-    model.eval()
-    for norm in norms:
-        norm.train()
-    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
-        for start in range(0, min(len(x), batches * batch_size), batch_size):
-            xb = prepare(x[start : start + batch_size])
-            model(xb)
-    model.train(was_training)
-    return True
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device,
-    batch_size: int = 1024,
-    precision: str = "auto",
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y), in the run's
-    ``precision``; ``prepare`` makes a stored batch what the model takes (float, and channels_last where
-    the run uses it)."""
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
-        for start in range(0, len(x), batch_size):
-            xb = prepare(x[start : start + batch_size])
-            yb = y[start : start + batch_size]
-            logits = model(xb).float()
-            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
-    n = max(len(x), 1)
-    return float(total_loss.item()) / n, int(correct.item()) / n
 
 
 def run(
@@ -733,33 +55,15 @@ def run(
     try:
         # loaded once for the run and its grid's validation runs; a missing or malformed file fails
         # here and the directory is put back as it was (below), even with --force
-        dataset = _load_data(config)
+        dataset = loop.load_data(config)
         return _run_in(out, config, launch, dataset, resuming)
     except BaseException:
         if distributed.is_main():
-            _undo_failed_start(out, fresh=not resuming)
+            rundir.undo_failed_start(out, fresh=not resuming)
         raise
     finally:
-        if distributed.is_main() and (out / CHECKPOINT).exists():
-            shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
-
-
-def _undo_failed_start(out: Path, *, fresh: bool) -> None:
-    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
-    that would make a retry look like another run, and the run --force was replacing put back."""
-    if (out / CHECKPOINT).exists():
-        return  # it trained: resumable with --resume
-    if fresh:
-        for name in ("config.json", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    backup = out / REPLACED
-    if backup.is_dir():
-        for path in backup.iterdir():
-            if path.name == "grid":
-                shutil.rmtree(out / "grid", ignore_errors=True)
-            os.replace(path, out / path.name)
-        backup.rmdir()
-        log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+        if distributed.is_main():
+            rundir.drop_replaced(out)
 
 
 def _run_in(
@@ -771,11 +75,15 @@ def _run_in(
 ) -> dict[str, Any]:
     from aalr import __version__
 
-    saved_config = {**saved_settings(config), "version": __version__, "git_commit": git_commit()}
+    saved_config = {
+        **rundir.saved_settings(config),
+        "version": __version__,
+        "git_commit": rundir.git_commit(),
+    }
     if not resuming and distributed.is_main():
-        write_json(out / "config.json", saved_config)
+        rundir.write_json(out / "config.json", saved_config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = _Context(config=config, device=device, out=out, dataset=dataset)
+    context = loop.Context(config=config, device=device, out=out, dataset=dataset)
     grid: dict[str, float] = {}
     searched: list[dict[str, Any]] = []
     lr: float | None
@@ -785,7 +93,7 @@ def _run_in(
         lr = float(max(config.lr, key=lambda value: grid.get(f"{value:g}", 0.0)))
     else:
         lr = None if config.lr is None else float(config.lr)
-    summary = _train(context, lr, resume=resuming)
+    summary = loop.train_epochs(context, lr, resume=resuming)
     if grid:
         summary["lr_grid"] = grid
         summary["chosen_lr"] = lr
@@ -796,31 +104,19 @@ def _run_in(
         if len(summary["numerics"]) > 1 and distributed.is_main():
             log.warning("%s: the grid's runs and the final run computed in %s", out, summary["numerics"])
     if distributed.is_main():
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / "summary.json", summary)
     distributed.barrier()  # when run() returns on any rank, summary.json is there
     return summary
-
-
-def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str, Any]:
-    """The settings a run's config.json records (besides version and commit) and --resume compares."""
-    settings = _json_safe(config.to_dict())
-    return {**settings, "validation_split": True} if validation else settings
 
 
 def _resume_state(
     out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
 ) -> tuple[bool, dict[str, Any] | None]:
     """Rank 0 checks and prepares ``out``; every rank learns whether the run resumes and, when it has
-    finished already, its summary. An unreadable summary.json means the run is finished again."""
+    finished already, its summary."""
 
     def look() -> dict[str, Any]:
-        resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
-        if resuming and (out / "summary.json").exists():
-            try:
-                return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-            except json.JSONDecodeError:
-                log.warning("summary.json in %s is unreadable; finishing the run again", out)
-        return {"resuming": resuming, "summary": None}
+        return rundir.look_before_run(out, config, resume=resume, force=force, validation=validation)
 
     state = _rank0_decides(look)
     return bool(state["resuming"]), state["summary"]
@@ -847,7 +143,7 @@ def _rank0_decides(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return answer
 
 
-def _search_grid(context: _Context, lrs: list[float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _search_grid(context: loop.Context, lrs: list[float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Train each LR on the training data less a validation split; score each by final validation
     accuracy. Returns the scores and the runs' summaries."""
     scores: dict[str, float] = {}
@@ -856,7 +152,7 @@ def _search_grid(context: _Context, lrs: list[float]) -> tuple[dict[str, float],
         sub_config = dataclasses.replace(context.config, lr=lr, progress=False)
         sub_out = context.out / "grid" / f"lr{lr:g}"
         summary = run_validation(sub_config, sub_out, context.dataset)
-        scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == STATUS_FINISHED else 0.0
+        scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == loop.STATUS_FINISHED else 0.0
         log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
         summaries.append(summary)
     return scores, summaries
@@ -876,354 +172,13 @@ def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[
     if finished is not None:
         return finished
     if not resuming and distributed.is_main():
-        write_json(out / "config.json", saved_settings(config, validation=True))
+        rundir.write_json(out / "config.json", rundir.saved_settings(config, validation=True))
     launch = check_launch(config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = _Context(config=config, device=device, out=out, dataset=dataset)
-    summary = _train(
+    context = loop.Context(config=config, device=device, out=out, dataset=dataset)
+    summary = loop.train_epochs(
         context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
     )
     if distributed.is_main():
-        write_json(out / "summary.json", summary)
-    return summary
-
-
-def _train(
-    context: _Context, lr: float | int | None, *, resume: bool, validation: bool = False
-) -> dict[str, Any]:
-    from aalr.harness.attacks import attack, robust_accuracy
-    from aalr.harness.augment import augment_for
-    from aalr.harness.data import split_validation
-    from aalr.harness.methods import build_method
-    from aalr.harness.models import build_model, default_model_for
-
-    config, device, out = context.config, context.device, context.out
-    seed_everything(config.seed)
-    ds = context.dataset if context.dataset is not None else _load_data(config)
-    if config.train_subset is not None and config.train_subset < len(ds.x_train):
-        ds = dataclasses.replace(
-            ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
-        )
-    if validation:
-        _, ds = split_validation(ds, config.val_fraction, config.seed)
-    ds = ds.to(device)
-    model_name = config.model or default_model_for(config.dataset)
-    model = build_model(
-        model_name,
-        num_classes=ds.num_classes,
-        input_shape=ds.input_shape,
-        mean=ds.mean,
-        std=ds.std,
-        **config.model_options,
-    ).to(device)
-    channels_last = resolve_channels_last(config.channels_last, device, ds.input_shape)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    precision = resolve_precision(config.precision, device)
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        log.warning(
-            "precision bf16: this CPU shows neither AVX512-BF16 nor AMX, so bf16 is likely emulated and "
-            "slower than fp32"
-        )
-    # how this session computes, recorded with every epoch: a resumed run may compute otherwise
-    # (and, under torch.distributed, on how many ranks: BatchNorm sees each rank's share of a batch)
-    ranks = distributed.world_size()
-    numerics = " ".join(
-        [
-            device.type,
-            precision,
-            *(["channels_last"] if channels_last else []),
-            *([f"{ranks} ranks"] * (ranks > 1)),
-        ]
-    )
-    augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
-    train_attack = training_attack(config) if config.adversarial else None
-    generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
-    device_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    n_train = len(ds.x_train)
-    world_size = distributed.world_size()
-    batch_size = config.batch_size // world_size  # per rank; check_launch made it divide evenly
-    n_local = distributed.shard_size(n_train, world_size)
-    if n_local == 0:
-        raise RunError(f"{n_train} training samples cannot be shared among {world_size} ranks")
-    steps_per_epoch = math.ceil(n_local / batch_size)
-
-    def layout(xb: torch.Tensor) -> torch.Tensor:
-        if channels_last and xb.ndim == 4:
-            return xb.contiguous(memory_format=torch.channels_last)
-        return xb
-
-    def prepare(xb: torch.Tensor) -> torch.Tensor:
-        return layout(ds.as_float(xb))
-
-    checkpoint = _load_checkpoint_on_every_rank(out) if resume else None
-    initial_loss = None
-    if checkpoint is None:
-        initial_loss = _initial_loss(model, ds, prepare, device, precision, train_attack, device_generator)
-    method = build_method(
-        config.method,
-        model,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        model_name=model_name,
-        lr=lr,
-        weight_decay=config.weight_decay,
-        initial_loss=initial_loss,
-        **config.method_args,
-    )
-    rows: list[dict[str, Any]] = []
-    start_epoch = 0
-    wall_before = 0.0
-    status = STATUS_FINISHED
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            method.load_state_dict(checkpoint["method"])
-            generator.set_state(checkpoint["generator"])
-            if "device_generator" in checkpoint and device.type == "cpu":
-                device_generator.set_state(checkpoint["device_generator"])
-            _set_rng_state(checkpoint["rng"])
-            rows = [dict(r) for r in checkpoint["rows"]]
-            start_epoch = int(checkpoint["epoch"])
-            wall_before = float(checkpoint["wall_seconds"])
-            status = str(checkpoint["status"])
-        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
-            raise RunError(
-                f"the checkpoint in {str(out)!r} does not fit this run's model and method "
-                f"({_short_error(error)}); use --force to start the run over"
-            ) from error
-        if not 0 <= start_epoch <= config.epochs:
-            raise RunError(f"the checkpoint in {str(out)!r} is at epoch {start_epoch} of {config.epochs}")
-        initial_loss = checkpoint.get("initial_loss")
-        log.info("resuming %s at epoch %d", out, start_epoch)
-        before = rows[-1].get("numerics") if rows else None
-        will_train = start_epoch < config.epochs and status == STATUS_FINISHED
-        if will_train and before is not None and before != numerics:  # allowed, but never unnoticed
-            log.warning(
-                "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
-                "--device, --precision, --channels-last and number of ranks to keep that)",
-                out,
-                start_epoch,
-                numerics,
-                before,
-            )
-    train_model = _data_parallel(model, device)
-    eval_attacks = evaluation_attacks(config) if config.adversarial else []
-
-    def evaluation_weights() -> None:
-        method.eval_mode()
-        if method.refresh_batchnorm:
-            refresh_batchnorm(model, ds.x_train, prepare, device, batch_size, precision=precision)
-
-    bar = _progress(config, start_epoch)
-    started = time.perf_counter()
-    epoch = start_epoch
-    while epoch < config.epochs and status == STATUS_FINISHED:
-        epoch += 1
-        epoch_start = time.perf_counter()
-        if distributed.active():
-            distributed.seed_epoch(config.seed, epoch, device_generator)
-        lr_used = method.lr
-        method.train_mode()
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for index in _batches(n_train, batch_size, generator, device):
-            xb = ds.as_float(ds.x_train[index])
-            yb = ds.y_train[index]
-            if augment is not None:
-                xb = augment(xb, generator=device_generator)
-            xb = layout(xb)  # after augmenting: crop, cutout and erasing return the default layout
-            if train_attack is not None:
-                xb = attack(model, xb, yb, train_attack, generator=device_generator)
-            method.optimizer.zero_grad(set_to_none=True)
-            with autocast_for(device, precision):
-                loss = F.cross_entropy(train_model(xb).float(), yb)
-            loss.backward()
-            method.optimizer.step()
-            method.after_batch()
-            loss_sum += loss.detach().double() * len(index)
-        train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
-        distributed.sync_buffers(model)
-        if config.loss_pass == "full":
-            evaluation_weights()
-            train_loss, _ = evaluate(model, ds.x_train, ds.y_train, prepare, device, precision=precision)
-        decision = method.end_epoch(train_loss)
-        if config.loss_pass == "full":  # BatchNorm was refreshed for the full pass; a method that refreshes
-            method.eval_mode()  # it (schedule-free) does not move the weights at end_epoch
-        else:
-            evaluation_weights()
-        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, prepare, device, precision=precision)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": lr_used,
-            "next_lr": method.lr,
-            "train_loss": train_loss,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "action": decision.get("action", "none"),
-            "reason": decision.get("reason", ""),
-            "numerics": numerics,
-        }
-        if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
-            n_eval = (
-                len(ds.x_test)
-                if config.robust_samples is None
-                else min(config.robust_samples, len(ds.x_test))
-            )
-            xr, yr = prepare(ds.x_test[:n_eval]), ds.y_test[:n_eval]
-            eval_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
-            for key, attack_config in eval_attacks:
-                row[key] = robust_accuracy(model, xr, yr, attack_config, generator=eval_generator)
-        method.train_mode()
-        row["seconds"] = time.perf_counter() - epoch_start
-        rows.append(row)
-        if not math.isfinite(train_loss) and not config.method.startswith("aalr"):
-            status = STATUS_DIVERGED
-            log.warning(
-                "%s: training loss is %s at epoch %d; the run diverged", config.method, train_loss, epoch
-            )
-        wall = wall_before + time.perf_counter() - started
-        if not distributed.is_main():
-            continue  # rank 0 alone writes the files (and has the progress bar)
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
-        save_checkpoint(
-            out,
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "method": method.state_dict(),
-                "generator": generator.get_state(),
-                "device_generator": device_generator.get_state() if device.type == "cpu" else torch.empty(0),
-                "rng": _rng_state(),
-                "rows": rows,
-                "wall_seconds": wall,
-                "status": status,
-                "initial_loss": initial_loss,
-            },
-        )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}", lr=f"{method.lr:.3g}")
-    if bar is not None:
-        bar.close()
-    return _summary(
-        config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
-    )
-
-
-def _load_checkpoint_on_every_rank(out: Path) -> dict[str, Any] | None:
-    """Every rank reads the checkpoint itself (the output directory must be on a shared file system);
-    the ranks then check that they read the same epoch, so they cannot train apart."""
-    error: RunError | None = None
-    checkpoint: dict[str, Any] | None = None
-    try:
-        checkpoint = load_checkpoint(out)
-    except RunError as caught:
-        if not distributed.active():
-            raise
-        error = caught
-    epoch = -2 if error is not None else -1 if checkpoint is None else int(checkpoint["epoch"])
-    low, high = distributed.min_max_over_ranks(epoch)
-    if error is not None:
-        raise error
-    if low != high:
-        raise RunError(
-            f"the ranks read different checkpoints in {str(out)!r} (epochs {low} to {high}; -1: none, "
-            "-2: unreadable); the output directory must be on a file system that every node shares"
-        )
-    return checkpoint
-
-
-def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
-    """The module the training forward pass goes through: DDP under torchrun, else ``model`` itself.
-
-    Everything else (attacks, evaluation, the method and its tuner, checkpoints) uses ``model``, the
-    same parameters without DDP's gradient hooks.
-    """
-    if not distributed.active():
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _initial_loss(
-    model: nn.Module,
-    ds: Any,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device,
-    precision: str,
-    train_attack: Any,
-    generator: torch.Generator,
-) -> float:
-    """The training loss of the initial model: one forward pass over the training set (eval mode).
-
-    For adversarial runs it is the loss on adversarial examples, the quantity AALR then watches.
-    """
-    from aalr.harness.attacks import attack
-
-    model.eval()
-    total = 0.0
-    for start in range(0, len(ds.x_train), 1024):
-        xb = prepare(ds.x_train[start : start + 1024])
-        yb = ds.y_train[start : start + 1024]
-        if train_attack is not None:
-            xb = attack(model, xb, yb, train_attack, generator=generator)
-        with torch.no_grad(), autocast_for(device, precision):
-            total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
-    return total / len(ds.x_train)
-
-
-def _progress(config: TrainConfig, start: int) -> Any:
-    if not config.progress or not distributed.is_main():
-        return None
-    from tqdm import tqdm
-
-    label = f"{config.dataset}/{config.model or 'default'}/{config.method}/seed{config.seed}"
-    return tqdm(total=config.epochs, initial=start, desc=label, unit="epoch", leave=False)
-
-
-def _summary(
-    config: TrainConfig,
-    model_name: str,
-    rows: list[dict[str, Any]],
-    status: str,
-    wall: float,
-    initial_loss: float | None,
-) -> dict[str, Any]:
-    accs = [r["test_acc"] for r in rows]
-    peak_index = int(np.argmax(accs)) if accs else 0
-    summary: dict[str, Any] = {
-        "status": status,
-        "method": config.method,
-        "dataset": config.dataset,
-        "model": model_name,
-        "seed": config.seed,
-        "epochs": len(rows),
-        "epochs_planned": config.epochs,
-        "final_test_acc": accs[-1] if accs else None,
-        "peak_test_acc": accs[peak_index] if accs else None,
-        "peak_epoch": rows[peak_index]["epoch"] if rows else None,
-        "final_train_loss": rows[-1]["train_loss"] if rows else None,
-        "initial_loss": initial_loss,
-        "lr_trajectory": [r["lr"] for r in rows],
-        # e.g. ["cpu bf16 channels_last"]: one entry per way the run's epochs were computed
-        "numerics": list(dict.fromkeys(r["numerics"] for r in rows if "numerics" in r)),
-        "numerics_unrecorded_epochs": sum(1 for r in rows if "numerics" not in r),  # from older checkpoints
-        "wall_seconds": wall,
-        "experiment": config.experiment,
-        "suite": config.suite,
-    }
-    robust: dict[str, dict[str, float]] = {}
-    for key, name in (("fgsm_acc", "fgsm"), ("pgd_acc", "pgd")):
-        values = [(r["epoch"], r[key]) for r in rows if key in r]
-        if values:
-            robust[name] = {"final": values[-1][1], "peak": max(v for _, v in values)}
-    if "pgd" in robust:
-        robust["pgd"]["steps"] = config.eval_pgd_steps
-    if robust:
-        summary["robust"] = robust
-    if config.adversarial:
-        # the training attack, as the report's headings show it
-        summary["adversarial"] = training_attack(config).to_dict()
+        rundir.write_json(out / "summary.json", summary)
     return summary

@@ -1,0 +1,451 @@
+"""The training loop of one run over its epochs, the passes that only evaluate, and the run's summary.
+
+:func:`train_epochs` reads top to bottom: load the data and build the model and the method, restore
+them from the checkpoint when resuming, then each epoch: shuffle (a seeded generator of our own),
+augment whole batches, optionally attack, step; the epoch's training loss (sample-weighted mean of the
+minibatch losses, no extra pass) goes to the method's ``end_epoch`` (AALR may restore weights there);
+then test loss/accuracy (and robust accuracies for adversarial runs), a metrics line and a checkpoint
+(through :mod:`aalr.harness.rundir`). It returns the summary; the caller writes it.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1; see :mod:`aalr.harness.distributed`) the loop trains with
+DistributedDataParallel: ``batch_size`` stays the global batch (each rank takes ``batch_size /
+world_size``), each epoch's permutation is sharded across ranks, the epoch loss is averaged over all
+ranks' samples, so the method (AALR) takes the same decision on every rank. Every rank evaluates the
+whole test set (the ranks hold one model, so they get the same numbers, in the time rank 0 alone
+would take); only rank 0 writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aalr.harness import distributed, numerics, rundir
+from aalr.harness.config import RunError, TrainConfig, evaluation_attacks, training_attack
+from aalr.harness.numerics import autocast_for, resolve_precision
+from aalr.harness.rng import global_state, seed_everything, set_global_state
+
+log = logging.getLogger("aalr.harness")
+
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+BN_REFRESH_BATCHES = 50  # schedule-free's README refreshes BatchNorm statistics on "a few" (its example: 50)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@dataclass
+class Context:
+    """What a run trains with and where it writes."""
+
+    config: TrainConfig
+    device: torch.device
+    out: Path
+    dataset: Any = None  # loaded before the output directory is touched; None: train_epochs loads it
+
+
+def load_data(config: TrainConfig) -> Any:
+    """The run's data set, before anything is written: a missing or malformed file fails here."""
+    from aalr.harness.data import load_dataset
+
+    with distributed.local_main_first():  # one download or cache write per node
+        return load_dataset(config.dataset, config.data_dir)
+
+
+def train_epochs(
+    context: Context, lr: float | int | None, *, resume: bool, validation: bool = False
+) -> dict[str, Any]:
+    """Train ``context``'s run to its last epoch (from its checkpoint when ``resume``); its summary."""
+    from aalr.harness.attacks import attack, robust_accuracy
+    from aalr.harness.augment import augment_for
+    from aalr.harness.data import split_validation
+    from aalr.harness.methods import build_method
+    from aalr.harness.models import build_model, default_model_for
+
+    config, device, out = context.config, context.device, context.out
+    seed_everything(config.seed)
+    ds = context.dataset if context.dataset is not None else load_data(config)
+    if config.train_subset is not None and config.train_subset < len(ds.x_train):
+        ds = dataclasses.replace(
+            ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
+        )
+    if validation:
+        _, ds = split_validation(ds, config.val_fraction, config.seed)
+    ds = ds.to(device)
+    model_name = config.model or default_model_for(config.dataset)
+    model = build_model(
+        model_name,
+        num_classes=ds.num_classes,
+        input_shape=ds.input_shape,
+        mean=ds.mean,
+        std=ds.std,
+        **config.model_options,
+    ).to(device)
+    channels_last = numerics.resolve_channels_last(config.channels_last, device, ds.input_shape)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    precision = resolve_precision(config.precision, device)
+    numerics.warn_if_bf16_is_emulated(precision, device)
+    # how this session computes, recorded with every epoch: a resumed run may compute otherwise
+    computed_in = numerics.describe(device, precision, channels_last, distributed.world_size())
+    augment = augment_for(config.dataset, random_erasing=config.random_erasing, cutout=config.cutout)
+    train_attack = training_attack(config) if config.adversarial else None
+    generator = torch.Generator().manual_seed(config.seed)  # data order, augmentation, attack starts
+    device_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    n_train = len(ds.x_train)
+    world_size = distributed.world_size()
+    batch_size = config.batch_size // world_size  # per rank; check_launch made it divide evenly
+    n_local = distributed.shard_size(n_train, world_size)
+    if n_local == 0:
+        raise RunError(f"{n_train} training samples cannot be shared among {world_size} ranks")
+    steps_per_epoch = math.ceil(n_local / batch_size)
+
+    def layout(xb: torch.Tensor) -> torch.Tensor:
+        if channels_last and xb.ndim == 4:
+            return xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def prepare(xb: torch.Tensor) -> torch.Tensor:
+        return layout(ds.as_float(xb))
+
+    checkpoint = rundir.load_checkpoint_on_every_rank(out) if resume else None
+    initial_loss = None
+    if checkpoint is None:
+        initial_loss = _initial_loss(model, ds, prepare, device, precision, train_attack, device_generator)
+    method = build_method(
+        config.method,
+        model,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        model_name=model_name,
+        lr=lr,
+        weight_decay=config.weight_decay,
+        initial_loss=initial_loss,
+        **config.method_args,
+    )
+    rows: list[dict[str, Any]] = []
+    start_epoch = 0
+    wall_before = 0.0
+    status = STATUS_FINISHED
+    if checkpoint is not None:
+        rows, start_epoch, wall_before, status = _restore(
+            checkpoint, context, model, method, generator, device_generator
+        )
+        initial_loss = checkpoint.get("initial_loss")
+        log.info("resuming %s at epoch %d", out, start_epoch)
+        before = rows[-1].get("numerics") if rows else None
+        will_train = start_epoch < config.epochs and status == STATUS_FINISHED
+        if will_train and before is not None and before != computed_in:  # allowed, but never unnoticed
+            log.warning(
+                "resuming %s at epoch %d in %s; its epochs so far were computed in %s (give the same "
+                "--device, --precision, --channels-last and number of ranks to keep that)",
+                out,
+                start_epoch,
+                computed_in,
+                before,
+            )
+    train_model = _data_parallel(model, device)
+    eval_attacks = evaluation_attacks(config) if config.adversarial else []
+
+    def evaluation_weights() -> None:
+        method.eval_mode()
+        if method.refresh_batchnorm:
+            refresh_batchnorm(model, ds.x_train, prepare, device, batch_size, precision=precision)
+
+    bar = _progress(config, start_epoch)
+    started = time.perf_counter()
+    epoch = start_epoch
+    while epoch < config.epochs and status == STATUS_FINISHED:
+        epoch += 1
+        epoch_start = time.perf_counter()
+        if distributed.active():
+            distributed.seed_epoch(config.seed, epoch, device_generator)
+        lr_used = method.lr
+        method.train_mode()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for index in _batches(n_train, batch_size, generator, device):
+            xb = ds.as_float(ds.x_train[index])
+            yb = ds.y_train[index]
+            if augment is not None:
+                xb = augment(xb, generator=device_generator)
+            xb = layout(xb)  # after augmenting: crop, cutout and erasing return the default layout
+            if train_attack is not None:
+                xb = attack(model, xb, yb, train_attack, generator=device_generator)
+            method.optimizer.zero_grad(set_to_none=True)
+            with autocast_for(device, precision):
+                loss = F.cross_entropy(train_model(xb).float(), yb)
+            loss.backward()
+            method.optimizer.step()
+            method.after_batch()
+            loss_sum += loss.detach().double() * len(index)
+        train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
+        distributed.sync_buffers(model)
+        if config.loss_pass == "full":
+            evaluation_weights()
+            train_loss, _ = evaluate(model, ds.x_train, ds.y_train, prepare, device, precision=precision)
+        decision = method.end_epoch(train_loss)
+        if config.loss_pass == "full":  # BatchNorm was refreshed for the full pass; a method that refreshes
+            method.eval_mode()  # it (schedule-free) does not move the weights at end_epoch
+        else:
+            evaluation_weights()
+        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, prepare, device, precision=precision)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": lr_used,
+            "next_lr": method.lr,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "action": decision.get("action", "none"),
+            "reason": decision.get("reason", ""),
+            "numerics": computed_in,
+        }
+        if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
+            n_eval = (
+                len(ds.x_test)
+                if config.robust_samples is None
+                else min(config.robust_samples, len(ds.x_test))
+            )
+            xr, yr = prepare(ds.x_test[:n_eval]), ds.y_test[:n_eval]
+            eval_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
+            for key, attack_config in eval_attacks:
+                row[key] = robust_accuracy(model, xr, yr, attack_config, generator=eval_generator)
+        method.train_mode()
+        row["seconds"] = time.perf_counter() - epoch_start
+        rows.append(row)
+        if not math.isfinite(train_loss) and not config.method.startswith("aalr"):
+            status = STATUS_DIVERGED
+            log.warning(
+                "%s: training loss is %s at epoch %d; the run diverged", config.method, train_loss, epoch
+            )
+        wall = wall_before + time.perf_counter() - started
+        if not distributed.is_main():
+            continue  # rank 0 alone writes the files (and has the progress bar)
+        rundir.write_metrics(out, rows)
+        rundir.save_checkpoint(
+            out,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "method": method.state_dict(),
+                "generator": generator.get_state(),
+                "device_generator": device_generator.get_state() if device.type == "cpu" else torch.empty(0),
+                "rng": global_state(),
+                "rows": rows,
+                "wall_seconds": wall,
+                "status": status,
+                "initial_loss": initial_loss,
+            },
+        )
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}", lr=f"{method.lr:.3g}")
+    if bar is not None:
+        bar.close()
+    return _summary(
+        config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
+    )
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    context: Context,
+    model: nn.Module,
+    method: Any,
+    generator: torch.Generator,
+    device_generator: torch.Generator,
+) -> tuple[list[dict[str, Any]], int, float, str]:
+    """Load the checkpoint into the run's model, method, generators and the global RNGs; return its
+    rows, epoch, wall-clock seconds so far and status. A checkpoint that does not fit is a RunError."""
+    config, out = context.config, context.out
+    try:
+        model.load_state_dict(checkpoint["model"])
+        method.load_state_dict(checkpoint["method"])
+        generator.set_state(checkpoint["generator"])
+        if "device_generator" in checkpoint and context.device.type == "cpu":
+            device_generator.set_state(checkpoint["device_generator"])
+        set_global_state(checkpoint["rng"])
+        rows = [dict(r) for r in checkpoint["rows"]]
+        start_epoch = int(checkpoint["epoch"])
+        wall_before = float(checkpoint["wall_seconds"])
+        status = str(checkpoint["status"])
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+        raise RunError(
+            f"the checkpoint in {str(out)!r} does not fit this run's model and method "
+            f"({rundir.short_error(error)}); use --force to start the run over"
+        ) from error
+    if not 0 <= start_epoch <= config.epochs:
+        raise RunError(f"the checkpoint in {str(out)!r} is at epoch {start_epoch} of {config.epochs}")
+    return rows, start_epoch, wall_before, status
+
+
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """This rank's minibatches of one epoch: ``batch_size`` is per rank (the global batch / world size)."""
+    order = torch.randperm(n, generator=generator).to(device)
+    if distributed.active():
+        order = distributed.shard(order, distributed.rank(), distributed.world_size())
+    yield from order.split(batch_size)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the training forward pass goes through: DDP under torchrun, else ``model`` itself.
+
+    Everything else (attacks, evaluation, the method and its tuner, checkpoints) uses ``model``, the
+    same parameters without DDP's gradient hooks.
+    """
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# -- passes that only evaluate -------------------------------------------------------------------
+def refresh_batchnorm(
+    model: nn.Module,
+    x: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int,
+    batches: int = BN_REFRESH_BATCHES,
+    precision: str = "auto",
+) -> bool:
+    """Recompute BatchNorm running statistics at the model's current weights from the first
+    ``batches`` training batches, in a fixed order (no random numbers drawn), in the run's ``precision``.
+    Only the BatchNorm layers run in train mode (dropout stays off). Returns False, doing nothing, without
+    BatchNorm."""
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return False
+    was_training = model.training
+    model.eval()
+    for norm in norms:
+        norm.train()
+    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
+        for start in range(0, min(len(x), batches * batch_size), batch_size):
+            xb = prepare(x[start : start + batch_size])
+            model(xb)
+    model.train(was_training)
+    return True
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 1024,
+    precision: str = "auto",
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y), in the run's
+    ``precision``; ``prepare`` makes a stored batch what the model takes (float, and channels_last where
+    the run uses it)."""
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad(), autocast_for(device, resolve_precision(precision, device)):
+        for start in range(0, len(x), batch_size):
+            xb = prepare(x[start : start + batch_size])
+            yb = y[start : start + batch_size]
+            logits = model(xb).float()
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
+    n = max(len(x), 1)
+    return float(total_loss.item()) / n, int(correct.item()) / n
+
+
+def _initial_loss(
+    model: nn.Module,
+    ds: Any,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    precision: str,
+    train_attack: Any,
+    generator: torch.Generator,
+) -> float:
+    """The training loss of the initial model: one forward pass over the training set (eval mode).
+
+    For adversarial runs it is the loss on adversarial examples, the quantity AALR then watches.
+    """
+    from aalr.harness.attacks import attack
+
+    model.eval()
+    total = 0.0
+    for start in range(0, len(ds.x_train), 1024):
+        xb = prepare(ds.x_train[start : start + 1024])
+        yb = ds.y_train[start : start + 1024]
+        if train_attack is not None:
+            xb = attack(model, xb, yb, train_attack, generator=generator)
+        with torch.no_grad(), autocast_for(device, precision):
+            total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
+    return total / len(ds.x_train)
+
+
+# -- progress and the summary --------------------------------------------------------------------
+def _progress(config: TrainConfig, start: int) -> Any:
+    if not config.progress or not distributed.is_main():
+        return None
+    from tqdm import tqdm
+
+    label = f"{config.dataset}/{config.model or 'default'}/{config.method}/seed{config.seed}"
+    return tqdm(total=config.epochs, initial=start, desc=label, unit="epoch", leave=False)
+
+
+def _summary(
+    config: TrainConfig,
+    model_name: str,
+    rows: list[dict[str, Any]],
+    status: str,
+    wall: float,
+    initial_loss: float | None,
+) -> dict[str, Any]:
+    accs = [r["test_acc"] for r in rows]
+    peak_index = int(np.argmax(accs)) if accs else 0
+    summary: dict[str, Any] = {
+        "status": status,
+        "method": config.method,
+        "dataset": config.dataset,
+        "model": model_name,
+        "seed": config.seed,
+        "epochs": len(rows),
+        "epochs_planned": config.epochs,
+        "final_test_acc": accs[-1] if accs else None,
+        "peak_test_acc": accs[peak_index] if accs else None,
+        "peak_epoch": rows[peak_index]["epoch"] if rows else None,
+        "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "initial_loss": initial_loss,
+        "lr_trajectory": [r["lr"] for r in rows],
+        # e.g. ["cpu bf16 channels_last"]: one entry per way the run's epochs were computed
+        "numerics": list(dict.fromkeys(r["numerics"] for r in rows if "numerics" in r)),
+        "numerics_unrecorded_epochs": sum(1 for r in rows if "numerics" not in r),  # from older checkpoints
+        "wall_seconds": wall,
+        "experiment": config.experiment,
+        "suite": config.suite,
+    }
+    robust: dict[str, dict[str, float]] = {}
+    for key, name in (("fgsm_acc", "fgsm"), ("pgd_acc", "pgd")):
+        values = [(r["epoch"], r[key]) for r in rows if key in r]
+        if values:
+            robust[name] = {"final": values[-1][1], "peak": max(v for _, v in values)}
+    if "pgd" in robust:
+        robust["pgd"]["steps"] = config.eval_pgd_steps
+    if robust:
+        summary["robust"] = robust
+    if config.adversarial:
+        # the training attack, as the report's headings show it
+        summary["adversarial"] = training_attack(config).to_dict()
+    return summary

@@ -1,0 +1,302 @@
+"""A run's output directory and every file in it: what is written, how (atomically), and when it is refused.
+
+Files of a run (see DESIGN.md): ``config.json`` (every setting, package version, git commit),
+``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the one before),
+``summary.json`` written last: a run is finished iff ``summary.json`` exists. Every file is written to a
+temporary file and renamed, so a kill leaves the old file or the new one, never half of one; checkpoints
+load with ``weights_only=True`` only, and a corrupted one falls back to the previous one. Before training
+:func:`prepare_out_dir` refuses another run's directory unless ``--resume`` (same settings) or ``--force``
+(the old run is moved to :data:`REPLACED` until the new run has its first checkpoint, and put back by
+:func:`undo_failed_start` if it fails before one). Under ``torchrun`` only rank 0 writes here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aalr.harness import distributed
+from aalr.harness.config import RunError, TrainConfig
+from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
+
+log = logging.getLogger("aalr.harness")
+
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+CHECKPOINT_KEYS = frozenset(
+    {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
+)
+# Where --force moves the run it replaces until the new run has written its first checkpoint.
+REPLACED = ".replaced-by-force"
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
+# Settings that may differ between a run and its resumption (where and how, not what).
+RESUMABLE_DIFFERENCES = frozenset(
+    {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
+)
+MIN_FREE_MIB = 50
+
+
+# -- writing files -------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
+
+
+def write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: every epoch's row so far, one JSON object a line, rewritten whole."""
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
+
+
+def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str, Any]:
+    """The settings a run's config.json records (besides version and commit) and --resume compares."""
+    settings = _json_safe(config.to_dict())
+    return {**settings, "validation_split": True} if validation else settings
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
+    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
+    path = out / CHECKPOINT
+    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        atomic_torch_save(state, tmp)
+        if path.exists():
+            os.replace(path, out / PREVIOUS_CHECKPOINT)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(out)  # make both renames durable
+
+
+def _zip_is_intact(path: Path) -> str | None:
+    """torch.load does not check the archive's CRC-32s, so a flipped byte in tensor data would load
+    silently; check them first. Returns the name of the first bad member, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as error:
+        return f"not a zip archive ({error}): truncated or overwritten"
+    return None if bad is None else f"corrupted data in {bad}"
+
+
+def short_error(error: Exception) -> str:
+    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
+    text = str(error)
+    for line in text.splitlines():
+        if "Unsupported global" in line:
+            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:200]}"
+
+
+def load_checkpoint(out: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint, or None when there is none.
+
+    A corrupted or unsafe file is reported (naming it) and the previous one is tried; when every
+    checkpoint present is unreadable the run stops with an error: never a silent restart.
+    """
+    errors = []
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            bad = _zip_is_intact(path)
+            if bad is not None:
+                raise ValueError(bad)
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["all"]
+            if missing:
+                raise ValueError(f"it lacks {', '.join(missing)}: not a checkpoint of this harness")
+        except Exception as error:  # truncated, corrupted, or holding pickled objects
+            message = f"checkpoint {str(path)!r} cannot be loaded safely ({short_error(error)})"
+            log.error(message)
+            errors.append(message)
+            continue
+        if errors:
+            log.warning("resuming from the previous checkpoint %s", path)
+        return state
+    if errors:
+        raise RunError(
+            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
+        )
+    return None
+
+
+def load_checkpoint_on_every_rank(out: Path) -> dict[str, Any] | None:
+    """Every rank reads the checkpoint itself (the output directory must be on a shared file system);
+    the ranks then check that they read the same epoch, so they cannot train apart."""
+    error: RunError | None = None
+    checkpoint: dict[str, Any] | None = None
+    try:
+        checkpoint = load_checkpoint(out)
+    except RunError as caught:
+        if not distributed.active():
+            raise
+        error = caught
+    epoch = -2 if error is not None else -1 if checkpoint is None else int(checkpoint["epoch"])
+    low, high = distributed.min_max_over_ranks(epoch)
+    if error is not None:
+        raise error
+    if low != high:
+        raise RunError(
+            f"the ranks read different checkpoints in {str(out)!r} (epochs {low} to {high}; -1: none, "
+            "-2: unreadable); the output directory must be on a file system that every node shares"
+        )
+    return checkpoint
+
+
+# -- the directory before, and after, a run ------------------------------------------------------
+def check_writable(out: Path) -> None:
+    """Create ``out`` if needed and check that it can be written and has room; before any training."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"output path {str(out)!r} exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"output directory {str(out)!r} is not writable: {error}") from error
+    free = shutil.disk_usage(out).free
+    if free < MIN_FREE_MIB * 2**20:
+        raise RunError(
+            f"output directory {str(out)!r} has only {free // 2**20} MiB free; "
+            f"need at least {MIN_FREE_MIB} MiB"
+        )
+
+
+def prepare_out_dir(
+    out: Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    force: bool,
+    validation: bool = False,
+) -> bool:
+    """Check the directory before training; return True when it holds a run to resume.
+
+    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
+    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
+    :func:`drop_replaced` deletes once the new run has a checkpoint, or :func:`undo_failed_start`
+    moves back if it fails before one).
+    """
+    config_path = out / "config.json"
+    check_writable(out)
+    if not config_path.exists():
+        return False
+    if force:
+        backup = out / REPLACED
+        shutil.rmtree(backup, ignore_errors=True)
+        backup.mkdir()
+        for name in RUN_FILES:
+            if (out / name).exists():
+                os.replace(out / name, backup / name)
+        return False
+    if not resume:
+        raise RunError(
+            f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
+            "or --force to overwrite it"
+        )
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
+    if not isinstance(saved, dict):
+        raise RunError(
+            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
+        )
+    mine = saved_settings(config, validation=validation)
+    differences = sorted(
+        key
+        for key in set(saved) | set(mine)
+        if key not in RESUMABLE_DIFFERENCES
+        and key not in ("version", "git_commit")
+        and saved.get(key) != mine.get(key)
+    )
+    if differences:
+        shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
+        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
+    for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+        stale.unlink(missing_ok=True)
+    return True
+
+
+def look_before_run(
+    out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
+) -> dict[str, Any]:
+    """:func:`prepare_out_dir`, and the summary of a run that has finished already:
+    ``{"resuming": bool, "summary": dict | None}``. An unreadable summary.json means the run is
+    finished again."""
+    resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
+    if resuming and (out / "summary.json").exists():
+        try:
+            return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
+        except json.JSONDecodeError:
+            log.warning("summary.json in %s is unreadable; finishing the run again", out)
+    return {"resuming": resuming, "summary": None}
+
+
+def undo_failed_start(out: Path, *, fresh: bool) -> None:
+    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
+    that would make a retry look like another run, and the run --force was replacing put back."""
+    if (out / CHECKPOINT).exists():
+        return  # it trained: resumable with --resume
+    if fresh:
+        for name in ("config.json", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    backup = out / REPLACED
+    if backup.is_dir():
+        for path in backup.iterdir():
+            if path.name == "grid":
+                shutil.rmtree(out / "grid", ignore_errors=True)
+            os.replace(path, out / path.name)
+        backup.rmdir()
+        log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+
+
+def drop_replaced(out: Path) -> None:
+    """Delete the run --force replaced once the new run has a checkpoint (before one, keep it)."""
+    if (out / CHECKPOINT).exists():
+        shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
