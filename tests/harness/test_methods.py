@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import re
 import sys
 from typing import Any
 
@@ -17,11 +18,18 @@ from torch import nn
 
 from aalr.harness import methods
 from aalr.harness.methods import (
+    AALR_METHODS,
     METHODS,
     PEER_METHODS,
+    REGISTRY,
+    MissingPackageError,
+    Requirement,
     build_method,
     default_lr,
     describe,
+    method_spec,
+    missing_packages,
+    require_installed,
     step_schedule,
 )
 
@@ -325,6 +333,92 @@ def test_missing_peer_package_names_the_extra(
         build(name, tiny_model())
 
 
+@pytest.mark.parametrize(
+    ("name", "module", "package"),
+    [
+        ("prodigy", "prodigyopt", "prodigyopt"),
+        ("dadapt", "dadaptation", "dadaptation"),
+        ("schedulefree", "schedulefree", "schedulefree"),
+        ("dog", "dog", "dog-optimizer"),
+    ],
+)
+def test_missing_peer_package_is_one_line_naming_method_package_and_fix(
+    monkeypatch: pytest.MonkeyPatch, name: str, module: str, package: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # find_spec then finds nothing, and import fails
+    message = (
+        f"method '{name}' needs the package '{package}', which is not installed: pip install 'aalr[peers]'"
+    )
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$") as caught:
+        build(name, tiny_model())
+    # a bad setting to the harness (exit code 2), an ImportError to a library user
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, ImportError)
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$"):
+        require_installed([name])
+    assert missing_packages([name]) == {name: Requirement(module, package, "peers")}
+
+
+def test_require_installed_lists_every_missing_method_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)
+    monkeypatch.setitem(sys.modules, "dog", None)
+    message = (
+        "method 'prodigy' needs the package 'prodigyopt', method 'dog' needs the package "
+        "'dog-optimizer', which are not installed: pip install 'aalr[peers]'"
+    )
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$"):
+        require_installed(["aalr", "prodigy", "step", "dog", "prodigy", "not-a-method"])
+    # installed, or not a method (validation names those): nothing to say
+    require_installed(["aalr", "dadapt", "not-a-method"])
+    require_installed("dadapt")
+    assert missing_packages([]) == {}
+
+
+def test_requirement_is_found_without_importing_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "dadaptation", raising=False)  # put back after the test
+    requirement = REGISTRY["dadapt"].requires
+    assert requirement is not None and requirement.installed()
+    assert "dadaptation" not in sys.modules
+    assert not Requirement("aalr_no_such_module", "aalr-no-such-package", "peers").installed()
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+def test_registry_holds_one_spec_per_method() -> None:
+    assert METHODS == tuple(REGISTRY)
+    assert METHODS == (
+        "aalr", "aalr-rollback", "aalr-adam", "aalr-plus", "step", "const", "sgdr", "clr", "adam",
+        "hypergrad", "prodigy", "dadapt", "schedulefree", "dog",
+    )  # fmt: skip
+    assert AALR_METHODS == ("aalr", "aalr-rollback", "aalr-adam", "aalr-plus")
+    assert PEER_METHODS == ("prodigy", "dadapt", "schedulefree", "dog")
+    for name, spec in REGISTRY.items():
+        assert spec.name == name and method_spec(name) is spec
+        assert describe(name) == f"{name}: {spec.description}"
+        assert default_lr(name) == spec.default_lr
+        assert (spec.tuner is not None) == (name in AALR_METHODS)
+        assert (spec.requires is not None) == (name in PEER_METHODS)
+
+
+def test_aalr_specs_tuner_settings_are_what_the_tuner_gets() -> None:
+    # (rollback, phase1_failure, total_epochs) for a 4-epoch run, written out
+    expected = {
+        "aalr": (False, "restart", None),
+        "aalr-rollback": (True, "restart", None),
+        "aalr-adam": (False, "restart", None),
+        "aalr-plus": (True, "rollback", 4),
+    }
+    for name, settings in expected.items():
+        config = build(name, tiny_model(), epochs=4).tuner.config  # type: ignore[attr-defined]
+        assert (config.rollback, config.phase1_failure, config.total_epochs) == settings, name
+    # a run's option replaces a spec's tuner default; rollback is the method itself, not an option
+    plus = build("aalr-plus", tiny_model(), phase1_failure="restart", total_epochs=2)
+    assert plus.tuner.config.phase1_failure == "restart"  # type: ignore[attr-defined]
+    assert plus.tuner.config.total_epochs == 2  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"unknown option\(s\) rollback for method 'aalr'"):
+        build("aalr", tiny_model(), rollback=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # descriptions and errors
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +430,7 @@ def test_describe_is_one_cited_line(name: str) -> None:
         assert any(str(year) in line for year in range(2012, 2026))
 
 
-@pytest.mark.parametrize("call", [describe, default_lr])
+@pytest.mark.parametrize("call", [describe, default_lr, method_spec])
 def test_unknown_name_lists_the_methods(call: Any) -> None:
     with pytest.raises(
         ValueError, match=r"unknown method 'sgd'; the methods are: aalr, aalr-rollback, .*dog"
