@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aalr.harness.methods import AALR_METHODS, default_lr
+from aalr.harness.methods import AALR_METHODS, REGISTRY, default_lr
 from aalr.policy import AALRConfig, AALRPolicy
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -39,9 +39,9 @@ def _policy_config(config: dict[str, Any]) -> AALRConfig:
     # as aalr.harness.methods builds the tuner for these methods
     given = {**config.get("method_options", {}), **config.get("method_args", {})}  # older configs: the former
     options = {k: v for k, v in given.items() if k in FIELDS}
-    if config["method"] == "aalr-plus":
-        options = {"total_epochs": config["epochs"], "phase1_failure": "rollback", **options}
-    options["rollback"] = config["method"] in ("aalr-rollback", "aalr-plus")
+    tuner = REGISTRY[config["method"]].tuner
+    assert tuner is not None
+    options = {**tuner.keywords(config["epochs"]), **options, "rollback": tuner.rollback}
     return AALRConfig(**options)
 
 

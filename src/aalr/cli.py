@@ -140,8 +140,10 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from aalr.harness import distributed
+    from aalr.harness.methods import require_installed
     from aalr.harness.train import run
 
+    require_installed([args.method])  # a method whose optional package is missing: bad input, at once
     if args.resume and not (Path(args.out) / "config.json").exists() and distributed.is_main():
         print(
             f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
@@ -185,6 +187,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             "for each run"
         )
     from aalr.harness.config import RunError, TrainConfig, validate
+    from aalr.harness.methods import MissingPackageError, require_installed
     from aalr.harness.report import collect, summarize, to_markdown, write_report
     from aalr.harness.rundir import check_writable
     from aalr.harness.suite import load_suite, run_suite
@@ -207,6 +210,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         except RunError as error:
             raise ValueError(str(error)) from error
 
+    # Every method's optional package first, for the whole suite at once: building the runs below
+    # would stop at the first method that cannot be built.
+    parsed = load_suite(args.suite)
+    try:
+        require_installed(parsed.methods)
+    except MissingPackageError as error:
+        raise ValueError(f"{parsed.path}: {error}") from error
     suite = load_suite(args.suite, validate=check)
     out = Path(args.out)
     check_writable(out)  # an unusable output folder or a full disk is reported before any run

@@ -18,6 +18,7 @@ import math
 import re
 import shutil
 import string
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,80 @@ def test_compare_names_a_suite_file_that_is_not_toml(tmp_path: Path, existing: d
     code, err = run_cli(["compare", "--suite", str(path), "--out", str(existing["other"])])
     assert code == 2 and str(path) in err and "not valid TOML" in err, err
     assert snapshot(existing["other"]) == before
+
+
+# -- a method whose optional package is not installed -------------------------------------------
+PEER_MODULES = ("prodigyopt", "dadaptation", "schedulefree", "dog")
+
+
+def uninstall(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    """As if ``modules`` were not installed: find_spec finds nothing and ``import`` fails."""
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+
+
+def test_train_with_a_missing_peer_package_exits_2_and_touches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uninstall(monkeypatch, "prodigyopt")
+    out = tmp_path / "run"
+    code, err = run_cli(["train", "--method", "prodigy", "--out", str(out), *TINY])
+    assert code == 2
+    assert err == (
+        "aalr train: error: method 'prodigy' needs the package 'prodigyopt', which is not installed: "
+        "pip install 'aalr[peers]'\n"
+    )
+    assert not out.exists()
+    existing = make_run_dir(tmp_path / "existing")
+    before = snapshot(existing)
+    code, err = run_cli(["train", "--method", "prodigy", "--out", str(existing), *TINY, "--force"])
+    assert code == 2 and "'prodigyopt'" in err, err
+    assert snapshot(existing) == before  # --force must not delete a run for a method that cannot run
+
+
+def test_a_missing_peer_package_is_a_run_error_to_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    uninstall(monkeypatch, "dog")
+    with pytest.raises(
+        RunError,
+        match=r"^method 'dog' needs the package 'dog-optimizer', which is not installed: "
+        r"pip install 'aalr\[peers\]'$",
+    ):
+        validate(TrainConfig(method="dog", **TINY_CONFIG))
+
+
+def test_compare_names_every_missing_peer_package_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uninstall(monkeypatch, *PEER_MODULES)
+    out = tmp_path / "quick"
+    code, err = run_cli(["compare", "--suite", "quick", "--out", str(out), "--no-progress"])
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("aalr compare: error: "), err
+    assert "quick.toml: " in err
+    assert err.endswith(
+        "method 'prodigy' needs the package 'prodigyopt', method 'dadapt' needs the package "
+        "'dadaptation', method 'schedulefree' needs the package 'schedulefree', method 'dog' needs the "
+        "package 'dog-optimizer', which are not installed: pip install 'aalr[peers]'\n"
+    )
+    assert not out.exists()  # no run folder, not even the output folder
+
+
+def test_compare_checks_the_packages_of_every_experiment_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uninstall(monkeypatch, "dog")
+    path = tmp_path / "peers.toml"
+    path.write_text(
+        'name = "peers"\n[defaults]\ndataset = "mnist1d"\nseeds = [0]\nmethods = ["sgdr"]\n'
+        "epochs = 1\ntrain_subset = 64\n"
+        '[[experiment]]\nname = "first"\n[[experiment]]\nname = "second"\nmethods = ["sgdr", "dog"]\n'
+    )
+    out = make_other_dir(tmp_path / "out")
+    before = snapshot(out)
+    code, err = run_cli(["compare", "--suite", str(path), "--out", str(out), "--no-progress"])
+    assert code == 2
+    assert f"{path}: method 'dog' needs the package 'dog-optimizer', which is not installed" in err, err
+    assert snapshot(out) == before
 
 
 # -- unwritable output, full disk ----------------------------------------------------------------

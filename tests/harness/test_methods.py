@@ -4,10 +4,10 @@ schedules give LR sequences written out by hand; SGD-HD matches its slow referen
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import logging
 import math
+import re
 import sys
 from typing import Any
 
@@ -18,13 +18,18 @@ from torch import nn
 
 from aalr.harness import methods
 from aalr.harness.methods import (
+    AALR_METHODS,
     METHODS,
     PEER_METHODS,
-    SGDHD,
-    SGDHDReference,
+    REGISTRY,
+    MissingPackageError,
+    Requirement,
     build_method,
     default_lr,
     describe,
+    method_spec,
+    missing_packages,
+    require_installed,
     step_schedule,
 )
 
@@ -328,89 +333,90 @@ def test_missing_peer_package_names_the_extra(
         build(name, tiny_model())
 
 
-# ---------------------------------------------------------------------------------------------
-# hypergradient descent
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("momentum", "nesterov", "weight_decay", "dampening"),
+    ("name", "module", "package"),
     [
-        (0.0, False, 0.0, 0.0),
-        (0.0, False, 5e-4, 0.0),
-        (0.9, False, 5e-4, 0.0),
-        (0.9, True, 5e-4, 0.0),
-        (0.9, False, 0.0, 0.1),
+        ("prodigy", "prodigyopt", "prodigyopt"),
+        ("dadapt", "dadaptation", "dadaptation"),
+        ("schedulefree", "schedulefree", "schedulefree"),
+        ("dog", "dog", "dog-optimizer"),
     ],
 )
-def test_sgdhd_matches_the_float64_reference(
-    momentum: float, nesterov: bool, weight_decay: float, dampening: float
+def test_missing_peer_package_is_one_line_naming_method_package_and_fix(
+    monkeypatch: pytest.MonkeyPatch, name: str, module: str, package: str
 ) -> None:
-    fast_model, slow_model = tiny_model(seed=3), tiny_model(seed=3)
-    settings = dict(
-        lr=0.01,
-        hypergrad_lr=0.01,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        dampening=dampening,
+    monkeypatch.setitem(sys.modules, module, None)  # find_spec then finds nothing, and import fails
+    message = (
+        f"method '{name}' needs the package '{package}', which is not installed: pip install 'aalr[peers]'"
     )
-    fast = SGDHD(fast_model.parameters(), **settings)
-    slow = SGDHDReference(slow_model.parameters(), **settings)
-    for step in range(6):
-        x, y = batch(0, step)
-        for model, optimizer in ((fast_model, fast), (slow_model, slow)):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
-        assert fast.param_groups[0]["lr"] == pytest.approx(slow.param_groups[0]["lr"], rel=1e-5)
-        for a, b in zip(fast_model.parameters(), slow_model.parameters(), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert fast.param_groups[0]["lr"] != 0.01  # the LR did move
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$") as caught:
+        build(name, tiny_model())
+    # a bad setting to the harness (exit code 2), an ImportError to a library user
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, ImportError)
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$"):
+        require_installed([name])
+    assert missing_packages([name]) == {name: Requirement(module, package, "peers")}
 
 
-def quadratic_alphas(
-    x0: list[float], alpha0: float, beta: float, steps: int
-) -> tuple[list[float], torch.Tensor]:
-    """SGD-HD on f(x) = |x|^2 / 2 (gradient x); the alpha used at each step."""
-    x = torch.nn.Parameter(torch.tensor(x0, dtype=torch.float64))
-    optimizer = SGDHD([x], lr=alpha0, hypergrad_lr=beta)
-    alphas = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        (0.5 * (x * x).sum()).backward()
-        optimizer.step()
-        alphas.append(optimizer.param_groups[0]["lr"])
-    return alphas, x.detach()
+def test_require_installed_lists_every_missing_method_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)
+    monkeypatch.setitem(sys.modules, "dog", None)
+    message = (
+        "method 'prodigy' needs the package 'prodigyopt', method 'dog' needs the package "
+        "'dog-optimizer', which are not installed: pip install 'aalr[peers]'"
+    )
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$"):
+        require_installed(["aalr", "prodigy", "step", "dog", "prodigy", "not-a-method"])
+    # installed, or not a method (validation names those): nothing to say
+    require_installed(["aalr", "dadapt", "not-a-method"])
+    require_installed("dadapt")
+    assert missing_packages([]) == {}
 
 
-def test_sgdhd_by_hand_on_a_parabola() -> None:
-    # x = 1, alpha 0.1, beta 0.01: step 1 has no previous gradient; then alpha += beta * g_t * g_{t-1}.
-    alphas, x = quadratic_alphas([1.0], 0.1, 0.01, 3)
-    assert alphas == pytest.approx([0.1, 0.109, 0.1162171], rel=1e-12)  # 0.109 + 0.01 * 0.8019 * 0.9
-    assert float(x[0]) == pytest.approx(0.8019 * (1 - 0.1162171), rel=1e-12)
+def test_requirement_is_found_without_importing_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "dadaptation", raising=False)  # put back after the test
+    requirement = REGISTRY["dadapt"].requires
+    assert requirement is not None and requirement.installed()
+    assert "dadaptation" not in sys.modules
+    assert not Requirement("aalr_no_such_module", "aalr-no-such-package", "peers").installed()
 
 
-def test_sgdhd_alpha_grows_when_gradients_align() -> None:
-    alphas, _ = quadratic_alphas([1.0, -2.0], 0.01, 0.001, 10)  # small steps: g_t and g_{t-1} align
-    assert all(later > earlier for earlier, later in itertools.pairwise(alphas))
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+def test_registry_holds_one_spec_per_method() -> None:
+    assert METHODS == tuple(REGISTRY)
+    assert METHODS == (
+        "aalr", "aalr-rollback", "aalr-adam", "aalr-plus", "step", "const", "sgdr", "clr", "adam",
+        "hypergrad", "prodigy", "dadapt", "schedulefree", "dog",
+    )  # fmt: skip
+    assert AALR_METHODS == ("aalr", "aalr-rollback", "aalr-adam", "aalr-plus")
+    assert PEER_METHODS == ("prodigy", "dadapt", "schedulefree", "dog")
+    for name, spec in REGISTRY.items():
+        assert spec.name == name and method_spec(name) is spec
+        assert describe(name) == f"{name}: {spec.description}"
+        assert default_lr(name) == spec.default_lr
+        assert (spec.tuner is not None) == (name in AALR_METHODS)
+        assert (spec.requires is not None) == (name in PEER_METHODS)
 
 
-def test_sgdhd_alpha_shrinks_when_gradients_oppose() -> None:
-    alphas, _ = quadratic_alphas([1.0, -2.0], 1.9, 0.01, 10)  # overshooting: x flips sign every step
-    assert all(later < earlier for earlier, later in itertools.pairwise(alphas))
-
-
-def test_sgdhd_errors() -> None:
-    model = tiny_model()
-    with pytest.raises(ValueError, match="one param group, got 2"):
-        SGDHD([{"params": [model[0].weight]}, {"params": [model[0].bias]}])
-    with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
-        SGDHD(model.parameters(), nesterov=True)
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
-        SGDHD(model.parameters(), momentum=1.0)
-    with pytest.raises(ValueError, match="lr must be finite and > 0, got 0"):
-        SGDHD(model.parameters(), lr=0)
-    with pytest.raises(ValueError, match="hypergrad_lr must be finite and >= 0"):
-        SGDHD(model.parameters(), hypergrad_lr=-1.0)
+def test_aalr_specs_tuner_settings_are_what_the_tuner_gets() -> None:
+    # (rollback, phase1_failure, total_epochs) for a 4-epoch run, written out
+    expected = {
+        "aalr": (False, "restart", None),
+        "aalr-rollback": (True, "restart", None),
+        "aalr-adam": (False, "restart", None),
+        "aalr-plus": (True, "rollback", 4),
+    }
+    for name, settings in expected.items():
+        config = build(name, tiny_model(), epochs=4).tuner.config  # type: ignore[attr-defined]
+        assert (config.rollback, config.phase1_failure, config.total_epochs) == settings, name
+    # a run's option replaces a spec's tuner default; rollback is the method itself, not an option
+    plus = build("aalr-plus", tiny_model(), phase1_failure="restart", total_epochs=2)
+    assert plus.tuner.config.phase1_failure == "restart"  # type: ignore[attr-defined]
+    assert plus.tuner.config.total_epochs == 2  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"unknown option\(s\) rollback for method 'aalr'"):
+        build("aalr", tiny_model(), rollback=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +430,7 @@ def test_describe_is_one_cited_line(name: str) -> None:
         assert any(str(year) in line for year in range(2012, 2026))
 
 
-@pytest.mark.parametrize("call", [describe, default_lr])
+@pytest.mark.parametrize("call", [describe, default_lr, method_spec])
 def test_unknown_name_lists_the_methods(call: Any) -> None:
     with pytest.raises(
         ValueError, match=r"unknown method 'sgd'; the methods are: aalr, aalr-rollback, .*dog"
