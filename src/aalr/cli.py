@@ -73,6 +73,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--robust-every", type=int, default=1)
     p.add_argument("--robust-samples", type=int, default=1000)
     p.add_argument("--out", required=True, help="the run's output directory")
+    p.add_argument("--tensorboard", default=None, metavar="DIR", help="also write TensorBoard events to DIR")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
     _add_numerics(p, suite=False)
     p.add_argument("--data-dir", default=None)
@@ -144,13 +145,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from aalr.harness.train import run
 
     require_installed([args.method])  # a method whose optional package is missing: bad input, at once
+    if args.tensorboard is not None:
+        from aalr.harness.tensorboard import require_tensorboard
+
+        require_tensorboard()
     if args.resume and not (Path(args.out) / "config.json").exists() and distributed.is_main():
         print(
             f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
             file=sys.stderr,
         )
     try:
-        summary = run(_train_config(args), Path(args.out), resume=args.resume, force=args.force)
+        summary = run(
+            _train_config(args),
+            Path(args.out),
+            resume=args.resume,
+            force=args.force,
+            tensorboard=args.tensorboard,
+        )
         if not distributed.is_main():
             return 0
     finally:
@@ -168,14 +179,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def suite_run_fn(overrides: dict[str, Any]) -> Any:
-    """The function the suite runner calls for each run: train.run with the suite's settings."""
+def suite_run_fn(
+    overrides: dict[str, Any], *, out: Path | None = None, tensorboard: str | None = None
+) -> Any:
+    """The function the suite runner calls for each run: train.run with the suite's settings; with
+    ``tensorboard``, each run's events go to the same place below it as its folder is below ``out``."""
     from aalr.harness.train import run
 
     def run_one(config: dict[str, Any], run_dir: Path) -> object:
         settings = {key: value for key, value in config.items() if key != "resume"}
         settings.update(overrides)
-        return run(settings, run_dir, resume=bool(config.get("resume")))
+        board = None
+        if tensorboard is not None and out is not None:
+            board = Path(tensorboard) / Path(run_dir).relative_to(out)
+        return run(settings, run_dir, resume=bool(config.get("resume")), tensorboard=board)
 
     return run_one
 
@@ -217,11 +234,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         require_installed(parsed.methods)
     except MissingPackageError as error:
         raise ValueError(f"{parsed.path}: {error}") from error
+    if args.tensorboard is not None:
+        from aalr.harness.tensorboard import require_tensorboard
+
+        require_tensorboard()
     suite = load_suite(args.suite, validate=check)
     out = Path(args.out)
     check_writable(out)  # an unusable output folder or a full disk is reported before any run
     run_suite(
-        suite, out, suite_run_fn(overrides), only=args.only, progress=lambda line: print(line, flush=True)
+        suite,
+        out,
+        suite_run_fn(overrides, out=out, tensorboard=args.tensorboard),
+        only=args.only,
+        progress=lambda line: print(line, flush=True),
     )
     rows = collect(out)
     report = write_report(out, rows=rows)
@@ -270,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="run a suite of runs (skipping finished ones) and print the table")
     p.add_argument("--suite", required=True, help="a suite name (see `aalr list`) or a TOML file")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also write TensorBoard events, one folder per run as under --out",
+    )
     p.add_argument("--only", default=None, help="only the runs of this experiment (or method)")
     p.add_argument("--device", default=None)
     _add_numerics(p, suite=True)

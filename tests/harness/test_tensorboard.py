@@ -369,3 +369,83 @@ def test_without_tensorboard_a_clear_error_and_the_module_still_imports(
 def test_require_tensorboard_with_it_installed() -> None:
     pytest.importorskip("tensorboard")
     require_tensorboard()  # no error
+
+
+# -- the CLI: aalr train / compare --tensorboard DIR --------------------------------------------------
+def test_aalr_train_writes_every_epoch_and_the_grid_runs(tmp_path: Path, read_events: Any) -> None:
+    from aalr.cli import main
+
+    out, board = tmp_path / "run", tmp_path / "tb"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--no-progress"]
+    assert (
+        main(
+            [*argv, "--method", "step", "--lr", "0.1", "0.05", "--out", str(out), "--tensorboard", str(board)]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars, texts = read_events(board)
+    assert scalars["lr"] == expected(*((row["epoch"], row["lr"]) for row in rows))
+    assert scalars["test/acc"] == expected(*((row["epoch"], row["test_acc"]) for row in rows))
+    assert [step for step, _ in texts] == [1, 2, 3]
+    for lr in ("0.1", "0.05"):  # the grid's runs, each in its own folder
+        grid_rows = (out / "grid" / f"lr{lr}" / "metrics.jsonl").read_text().splitlines()
+        assert len(read_events(board / "grid" / f"lr{lr}")[0]["lr"]) == len(grid_rows) == 3
+
+
+def test_aalr_compare_mirrors_the_runs_folders(tmp_path: Path, read_events: Any) -> None:
+    from aalr.cli import main
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(
+        'name = "tiny"\ndescription = "two epochs"\n[defaults]\ndataset = "digits"\nmodel = "mlp"\n'
+        'epochs = 2\nseeds = [0]\nmethods = ["aalr-plus", "const"]\n'
+    )
+    out, board = tmp_path / "out", tmp_path / "tb"
+    assert (
+        main(
+            [
+                "compare",
+                "--suite",
+                str(suite),
+                "--out",
+                str(out),
+                "--tensorboard",
+                str(board),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    for run in sorted(p.parent for p in out.rglob("summary.json") if "grid" not in p.parts):
+        scalars, _ = read_events(board / run.relative_to(out))
+        assert [step for step, _ in scalars["train/loss"]] == [1, 2]
+
+
+def test_a_missing_tensorboard_is_bad_input_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aalr.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # imported already by other tests
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--tensorboard",
+            str(tmp_path / "tb"),
+        ]
+    )
+    assert code == 2
+    assert (
+        "--tensorboard needs the package 'tensorboard': pip install 'aalr[harness]'"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()

@@ -35,6 +35,7 @@ from aalr.harness import distributed, numerics, rundir
 from aalr.harness.config import RunError, TrainConfig, evaluation_attacks, training_attack
 from aalr.harness.numerics import autocast_for, resolve_precision
 from aalr.harness.rng import global_state, seed_everything, set_global_state
+from aalr.harness.tensorboard import TensorBoardLog
 
 log = logging.getLogger("aalr.harness")
 
@@ -52,6 +53,7 @@ class Context:
     device: torch.device
     out: Path
     dataset: Any = None  # loaded before the output directory is touched; None: train_epochs loads it
+    tensorboard: Path | None = None  # where to write the run's TensorBoard events, if anywhere
 
 
 def load_data(config: TrainConfig) -> Any:
@@ -163,6 +165,8 @@ def train_epochs(
             refresh_batchnorm(model, ds.x_train, prepare, device, batch_size, precision=precision)
 
     bar = _progress(config, start_epoch)
+    # every row goes to TensorBoard as it is written (flushed at once: a crash loses nothing written)
+    board = TensorBoardLog(context.tensorboard) if context.tensorboard and distributed.is_main() else None
     started = time.perf_counter()
     epoch = start_epoch
     while epoch < config.epochs and status == STATUS_FINISHED:
@@ -233,6 +237,8 @@ def train_epochs(
         if not distributed.is_main():
             continue  # rank 0 alone writes the files (and has the progress bar)
         rundir.write_metrics(out, rows)
+        if board is not None:
+            board.epoch(row)
         rundir.save_checkpoint(
             out,
             {
@@ -253,6 +259,8 @@ def train_epochs(
             bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}", lr=f"{method.lr:.3g}")
     if bar is not None:
         bar.close()
+    if board is not None:
+        board.close()
     return _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )

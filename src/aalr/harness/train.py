@@ -34,8 +34,12 @@ def run(
     *,
     resume: bool = False,
     force: bool = False,
+    tensorboard: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Train one run into ``out`` and return its summary (also written as ``summary.json``)."""
+    """Train one run into ``out`` and return its summary (also written as ``summary.json``).
+
+    ``tensorboard``: a folder for the run's TensorBoard events (a grid's runs in ``grid/lr<LR>``
+    below it). Not a setting of the run: a resume may add, change or drop it."""
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     validate(config)
@@ -56,7 +60,9 @@ def run(
         # loaded once for the run and its grid's validation runs; a missing or malformed file fails
         # here and the directory is put back as it was (below), even with --force
         dataset = loop.load_data(config)
-        return _run_in(out, config, launch, dataset, resuming)
+        return _run_in(
+            out, config, launch, dataset, resuming, None if tensorboard is None else Path(tensorboard)
+        )
     except BaseException:
         if distributed.is_main():
             rundir.undo_failed_start(out, fresh=not resuming)
@@ -72,6 +78,7 @@ def _run_in(
     launch: tuple[distributed.Launch, torch.device] | None,
     dataset: Any,
     resuming: bool,
+    tensorboard: Path | None,
 ) -> dict[str, Any]:
     from aalr import __version__
 
@@ -83,7 +90,7 @@ def _run_in(
     if not resuming and distributed.is_main():
         rundir.write_json(out / "config.json", saved_config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = loop.Context(config=config, device=device, out=out, dataset=dataset)
+    context = loop.Context(config=config, device=device, out=out, dataset=dataset, tensorboard=tensorboard)
     grid: dict[str, float] = {}
     searched: list[dict[str, Any]] = []
     lr: float | None
@@ -151,7 +158,8 @@ def _search_grid(context: loop.Context, lrs: list[float]) -> tuple[dict[str, flo
     for lr in lrs:
         sub_config = dataclasses.replace(context.config, lr=lr, progress=False)
         sub_out = context.out / "grid" / f"lr{lr:g}"
-        summary = run_validation(sub_config, sub_out, context.dataset)
+        sub_tensorboard = None if context.tensorboard is None else context.tensorboard / "grid" / f"lr{lr:g}"
+        summary = run_validation(sub_config, sub_out, context.dataset, tensorboard=sub_tensorboard)
         scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == loop.STATUS_FINISHED else 0.0
         log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
         summaries.append(summary)
@@ -165,7 +173,9 @@ def _unrecorded_epochs(summary: dict[str, Any]) -> int:
     return int(summary.get("numerics_unrecorded_epochs") or 0)
 
 
-def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[str, Any]:
+def run_validation(
+    config: TrainConfig, out: Path, dataset: Any = None, *, tensorboard: Path | None = None
+) -> dict[str, Any]:
     """A run on the validation split (resumable on its own): its 'test' set is held-out training data."""
 
     resuming, finished = _resume_state(out, config, resume=True, force=False, validation=True)
@@ -175,7 +185,7 @@ def run_validation(config: TrainConfig, out: Path, dataset: Any = None) -> dict[
         rundir.write_json(out / "config.json", rundir.saved_settings(config, validation=True))
     launch = check_launch(config)
     device = resolve_device(config.device) if launch is None else launch[1]
-    context = loop.Context(config=config, device=device, out=out, dataset=dataset)
+    context = loop.Context(config=config, device=device, out=out, dataset=dataset, tensorboard=tensorboard)
     summary = loop.train_epochs(
         context, config.lr if isinstance(config.lr, float | int) else None, resume=resuming, validation=True
     )
