@@ -905,6 +905,32 @@ def test_step_mode_logs_the_tuners_state_at_every_optimizer_step(tmp_path):
         assert key in trainer.progress_bar_metrics
 
 
+class ManualReturning(Manual):
+    """Manual optimization, one optimizer step a batch, returning the batch's loss after the step."""
+
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)
+        return F.cross_entropy(self.net(batch[0]), batch[1]).detach()
+
+
+def test_step_mode_with_manual_optimization_counts_its_optimizer_steps():
+    callback = AALRCallback(
+        interval="step", every_n_steps=3, initial_loss=1.1, spike_rollback=False, **SETTINGS
+    )
+    probe = StepProbe(callback)
+    trainer = fit(ManualReturning(), [callback, probe], epochs=3)
+    assert trainer.global_step == callback.tuner.steps_seen == len(probe.observed) == 12
+    assert [r["last_step"] for r in callback.tuner.history] == [3, 6, 9, 12]
+
+
+def test_step_mode_without_a_loss_for_a_step_fails_naming_it():
+    callback = AALRCallback(interval="step", every_n_steps=3, initial_loss=1.1)
+    with pytest.raises(
+        ValueError, match=r"training_step returned no loss for the batches of optimizer step 1"
+    ):
+        fit(Manual(), [callback], epochs=1)  # logs its loss, returns nothing
+
+
 @pytest.mark.parametrize(
     "options, rounds",
     [({"total_steps": "max_steps"}, 8), ({"total_steps": 12}, 4), ({"total_rounds": 5}, 5)],
