@@ -4,6 +4,7 @@ checkpoints resume exactly (loaded with weights_only=True), bad settings fail cl
 from __future__ import annotations
 
 import atexit
+import copy
 import csv
 import importlib.util
 import json
@@ -54,7 +55,7 @@ class Tiny(pl.LightningModule):
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)
         if self.training:  # not the callback's initial-loss pass
-            if batch_idx == 0:
+            if batch_idx == 0 or not self.sums:  # (a run resumed mid-epoch starts at a later batch)
                 self.sums.append([0.0, 0])
             self.sums[-1][0] += loss.item() * len(x)
             self.sums[-1][1] += len(x)
@@ -487,12 +488,14 @@ def test_without_lightning_the_import_error_says_what_to_install(monkeypatch):
 
 
 class DumpHistory(pl.Callback):
-    def __init__(self, callback: AALRCallback, folder: Path) -> None:
-        self.callback, self.folder = callback, folder
+    def __init__(self, callback: AALRCallback, folder: Path, probe: StepProbe | None = None) -> None:
+        self.callback, self.folder, self.probe = callback, folder, probe
 
     def on_train_end(self, trainer, pl_module) -> None:
         weights = [p.detach().tolist() for p in pl_module.parameters()]
         record = {"history": self.callback.tuner.history, "weights": weights, "sums": pl_module.sums}
+        if self.probe is not None:  # step mode: what this rank's tuner observed, before averaging
+            record["observed"] = self.probe.observed
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
         trainer.strategy.barrier()  # no rank leaves (closing its gloo links) while the other still writes
         # Lightning destroys only NCCL process groups at exit; a gloo one torn down by the interpreter's
@@ -604,3 +607,422 @@ def test_log_false_logs_nothing(tmp_path):
     callback = AALRCallback(compute_initial_loss=True, log=False)
     trainer = fit(Tiny(lr=1.0), [callback], epochs=2)
     assert not any(key.startswith("aalr/") for key in trainer.callback_metrics)
+
+
+# -- interval="step": a decision every N optimizer steps ------------------------------------------------
+
+
+class StepTiny(Tiny):
+    """Tiny that keeps each training batch's loss; ``nan_at``: the loss of that optimizer step (1-based)
+    is NaN (its gradients too, so the step ruins the weights and the momentum)."""
+
+    def __init__(self, lr: float = 4.0, nan_at: int | None = None, **options) -> None:
+        super().__init__(lr=lr, **options)
+        self.nan_at = nan_at
+        self.batch_losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.nan_at is not None and self.global_step + 1 == self.nan_at:
+            loss = loss * float("nan")
+        if self.training:
+            self.batch_losses.append(loss.item())
+        self.log("both_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch[0]))
+        return loss
+
+
+class StepProbe(pl.Callback):
+    """Place it after the AALR callback. Per optimizer step: the LR it trained with, what the tuner observed
+    (with the global step then), and the weights and optimizer state after the callback acted."""
+
+    def __init__(self, callback: AALRCallback) -> None:
+        self.callback = callback
+        self.lrs: list[float] = []
+        self.observed: list[tuple[int, float]] = []
+        self.states: dict[int, dict] = {}
+        self.start: dict | None = None  # the tuner's step-mode state when training started
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        tuner = self.callback.tuner
+        self.start = copy.deepcopy(tuner.state_dict()["steps"])
+        observe = tuner.observe
+
+        def spy(loss):
+            self.observed.append((trainer.global_step, float(loss)))
+            return observe(loss)
+
+        tuner.observe = spy
+        self._keep(trainer, pl_module)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step not in self.states:
+            self._keep(trainer, pl_module)
+
+    def _keep(self, trainer, pl_module) -> None:
+        optimizer = trainer.optimizers[0].state_dict()["state"]
+        self.states[trainer.global_step] = {
+            "model": {k: v.clone() for k, v in pl_module.state_dict().items()},
+            "optimizer": {i: {k: v.clone() for k, v in s.items()} for i, s in optimizer.items()},
+        }
+
+
+def step_callback(**options) -> AALRCallback:
+    return AALRCallback(interval="step", compute_initial_loss=True, **{**SETTINGS, **options})
+
+
+def assert_restores_match_the_snapshots(history: list[dict], probe: StepProbe) -> None:
+    """After a restore the weights and optimizer state are the initial ones, or those right after the
+    step whose decision took the best checkpoint."""
+    best = None
+    for record in history:
+        after = probe.states[record["last_step"]]
+        if record["action"] == "save_best":
+            best = after
+        if record["action"] == "restore_initial":
+            assert_same_state(after["model"], probe.states[0]["model"])
+            assert after["optimizer"] == {}  # the initial optimizer: no momentum yet
+        if record["action"] == "restore_best":
+            assert best is not None
+            assert_same_state(after["model"], best["model"])
+            assert after["optimizer"].keys() == best["optimizer"].keys()
+            for index, state in after["optimizer"].items():
+                assert_same_state(state, best["optimizer"][index])
+
+
+def test_step_mode_decides_every_n_optimizer_steps_and_changes_the_lr_only_then():
+    callback = step_callback(every_n_steps=3, spike_rollback=False)
+    module, probe = StepTiny(lr=4.0, metric=None), StepProbe(callback)
+    trainer = fit(module, [callback, probe], epochs=6)  # 24 steps, 4 an epoch: rounds span epochs
+    history = callback.tuner.history
+    assert trainer.global_step == callback.tuner.steps_seen == len(probe.lrs) == 24
+    assert [r["last_step"] for r in history] == list(range(3, 25, 3))
+    # the tuner saw each step's loss, once per step, and decided on the mean of the round's three
+    assert [step for step, _ in probe.observed] == list(range(1, 25))
+    assert [value for _, value in probe.observed] == pytest.approx(module.batch_losses, rel=1e-6)
+    for record in history:
+        last = record["last_step"]
+        assert record["loss"] == pytest.approx(sum(module.batch_losses[last - 3 : last]) / 3, rel=1e-6)
+    # the LR of each optimizer step is what the rules give for the rounds' losses, changed at round ends only
+    policy = AALRPolicy(initial_loss=callback.tuner.policy.initial_loss, config=callback.tuner.config)
+    expected, lr = [], 4.0
+    for record in history:
+        expected += [lr] * 3
+        lr = math.ldexp(4.0, policy.step(record["loss"]).lr_exponent)
+    assert probe.lrs == expected
+    changes = [step for step in range(1, 24) if probe.lrs[step] != probe.lrs[step - 1]]
+    assert changes and all(step % 3 == 0 for step in changes)
+    actions = {r["action"] for r in history}
+    assert {"restore_initial", "save_best"} <= actions and actions & {"restore_best", "none"}
+    assert_restores_match_the_snapshots(history, probe)
+
+
+@pytest.mark.parametrize("accumulate", [2, 3])  # 3: an epoch's 4 batches make steps of 3 and 1 batches
+def test_step_mode_counts_optimizer_steps_and_averages_their_micro_batches(accumulate):
+    callback = step_callback(every_n_steps=2, spike_rollback=False)
+    module, probe = StepTiny(lr=1.0, metric=None), StepProbe(callback)
+    trainer = fit(module, [callback, probe], epochs=4, accumulate_grad_batches=accumulate)
+    assert trainer.global_step == callback.tuner.steps_seen == len(probe.lrs) == 8  # 2 an epoch, not 4
+    assert [step for step, _ in probe.observed] == list(range(1, 9))
+    assert [r["last_step"] for r in callback.tuner.history] == [2, 4, 6, 8]
+    groups = [(0, 2), (2, 4)] if accumulate == 2 else [(0, 3), (3, 4)]
+    losses = module.batch_losses
+    means = [sum(losses[4 * e + a : 4 * e + b]) / (b - a) for e in range(4) for a, b in groups]
+    # the loss each micro-batch trained on, not Lightning's loss / accumulate_grad_batches
+    assert [value for _, value in probe.observed] == pytest.approx(means, rel=1e-6)
+
+
+def test_step_mode_a_nan_loss_ends_the_round_and_restores_the_best_checkpoint_at_once():
+    callback = step_callback(every_n_steps=4)
+    module, probe = StepTiny(lr=1.0, metric=None, nan_at=15), StepProbe(callback)
+    fit(module, [callback, probe], epochs=6)
+    history = callback.tuner.history
+    (record,) = [r for r in history if r["last_step"] == 15]
+    assert math.isnan(record["loss"]) and record["steps"] == 3  # step 15 is the 3rd of the round of 13-16
+    assert record["phase"] == 2 and record["action"] == "restore_best"
+    assert record["next_lr"] == record["lr"] / 2
+    saved = max(r["last_step"] for r in history if r["action"] == "save_best" and r["last_step"] < 15)
+    assert_same_state(probe.states[15]["model"], probe.states[saved]["model"])
+    assert all(torch.isfinite(v).all() for v in probe.states[15]["model"].values())
+    assert_restores_match_the_snapshots(history, probe)
+    # the next round has its four steps from there
+    assert [r["last_step"] for r in history if r["last_step"] > 15][:2] == [19, 23]
+
+
+def step_checkpoints(folder: Path, every: int):
+    return pl.callbacks.ModelCheckpoint(
+        dirpath=folder, filename="s{step}", auto_insert_metric_name=False, save_top_k=-1,
+        every_n_train_steps=every,
+    )  # fmt: skip
+
+
+def callback_state(checkpoint: Path) -> dict:
+    saved = torch.load(checkpoint, weights_only=True)  # plain: no pickled objects
+    (state,) = [value for key, value in saved["callbacks"].items() if "AALRCallback" in key]
+    return state
+
+
+# a checkpoint at each epoch's end (4 batches: 4 optimizer steps, or 2 accumulating 2 batches); the steps
+# resumed from are in the middle of a round of 3
+@pytest.mark.parametrize("accumulate, step", [(1, 4), (1, 8), (2, 2)])
+def test_step_mode_resume_at_an_epochs_end_equals_an_uninterrupted_run(tmp_path, accumulate, step):
+    full_module, full = StepTiny(lr=4.0, metric=None), step_callback(every_n_steps=3)
+    full_probe = StepProbe(full)
+    every = 4 // accumulate
+    checkpoints = step_checkpoints(tmp_path, every)
+    fit(full_module, [full, full_probe, checkpoints], epochs=6, accumulate_grad_batches=accumulate)
+    assert any(r["action"].startswith("restore") for r in full.tuner.history if r["last_step"] > step)
+    state = callback_state(tmp_path / f"s{step}.ckpt")
+    assert state["tuner"]["steps"]["steps_seen"] == step
+    assert state["tuner"]["steps"]["round"]["steps"] == step % 3 > 0  # the round's losses so far ride along
+
+    module, resumed = StepTiny(lr=4.0, metric=None), step_callback(every_n_steps=3)
+    probe = StepProbe(resumed)
+    fit(
+        module,
+        [resumed, probe],
+        epochs=6,
+        ckpt_path=tmp_path / f"s{step}.ckpt",
+        accumulate_grad_batches=accumulate,
+    )
+    assert probe.start == state["tuner"]["steps"]
+    assert probe.lrs == full_probe.lrs[step:]
+    assert resumed.tuner.history == full.tuner.history
+    assert_same_state(module.state_dict(), full_module.state_dict())
+
+
+class GrabAtStep(pl.Callback):
+    """Copies the AALR callback's state after the given optimizer step (place it after the callback)."""
+
+    def __init__(self, callback: AALRCallback, step: int) -> None:
+        self.callback, self.step, self.state = callback, step, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and self.state is None:
+            self.state = copy.deepcopy(self.callback.state_dict())
+
+
+def test_step_mode_a_mid_epoch_checkpoint_holds_the_tuners_state_and_a_resume_takes_it_up(tmp_path):
+    callback = step_callback(every_n_steps=4)
+    grab = GrabAtStep(callback, 9)
+    fit(StepTiny(lr=1.0, metric=None), [callback, grab, step_checkpoints(tmp_path, 3)], epochs=4)
+    state = callback_state(tmp_path / "s9.ckpt")  # after the first batch of the third epoch
+    assert state.keys() == {"tuner"} and state["tuner"]["steps"] == grab.state["tuner"]["steps"]
+    assert state["tuner"]["steps"]["round"]["steps"] == 1 and state["tuner"]["steps"]["steps_seen"] == 9
+    assert state["tuner"]["history"] == grab.state["tuner"]["history"]
+    fresh = step_callback(every_n_steps=4)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    # the resume goes on from that round (Lightning restarts the plain DataLoader's epoch: the batches differ
+    # from the uninterrupted run's, so only the counting is compared)
+    resumed = step_callback(every_n_steps=4)
+    probe = StepProbe(resumed)
+    trainer = fit(StepTiny(lr=1.0, metric=None), [resumed, probe], epochs=4, ckpt_path=tmp_path / "s9.ckpt")
+    assert probe.start == state["tuner"]["steps"]
+    assert resumed.tuner.history[: len(state["tuner"]["history"])] == state["tuner"]["history"]
+    assert resumed.tuner.steps_seen == trainer.global_step > 9
+    assert [step for step, _ in probe.observed] == list(range(10, trainer.global_step + 1))
+    assert (
+        resumed.tuner.history[len(state["tuner"]["history"])]["last_step"] == 12
+    )  # 3 steps after the resume
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize("monitor", ["train_loss", "both_loss"])  # logged on_step only; on_step and on_epoch
+def test_step_mode_monitor_reads_the_metric_as_logged_at_each_batch(monitor, accumulate):
+    module = StepTiny(lr=1.0, on_epoch=False)  # logs train_loss with on_step=True only
+    callback = AALRCallback(
+        monitor=monitor, interval="step", every_n_steps=2, initial_loss=1.1, spike_rollback=False, **SETTINGS
+    )
+    probe = StepProbe(callback)
+    fit(module, [callback, probe], epochs=3, accumulate_grad_batches=accumulate)
+    losses = module.batch_losses
+    means = [sum(losses[i : i + accumulate]) / accumulate for i in range(0, len(losses), accumulate)]
+    assert [value for _, value in probe.observed] == pytest.approx(means, rel=1e-6)
+    assert len(callback.tuner.history) == len(means) // 2
+
+
+class LogsEveryOtherBatch(Tiny):
+    def training_step(self, batch, batch_idx):
+        loss = F.cross_entropy(self.net(batch[0]), batch[1])
+        if batch_idx % 2 == 0:
+            self.log("train_loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (Tiny(on_epoch=True), r"'train_loss' is not among the logged metrics \[\]; with interval='step' log"),
+        (LogsEveryOtherBatch(), r"'train_loss' was not logged at this batch \(global step 2\)"),
+    ],
+    ids=["logged-per-epoch", "logged-every-other-batch"],
+)
+def test_step_mode_monitor_refuses_a_metric_not_logged_at_every_batch(module, match):
+    callback = AALRCallback(monitor="train_loss", interval="step", every_n_steps=2, initial_loss=1.1)
+    with pytest.raises(ValueError, match=match):
+        fit(module, [callback], epochs=2)
+
+
+def test_step_mode_logs_the_tuners_state_at_every_optimizer_step(tmp_path):
+    callback = step_callback(every_n_steps=3)
+    probe = StepProbe(callback)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=pl.loggers.CSVLogger(tmp_path, name="csv"),
+        log_every_n_steps=1,
+        callbacks=[callback, probe],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(StepTiny(lr=4.0, metric=None), loader())
+    history = callback.tuner.history
+    assert {"restore_initial", "save_best"} <= {r["action"] for r in history}
+    rows = list(csv.DictReader((Path(trainer.logger.log_dir) / "metrics.csv").open()))
+    rows = [row for row in rows if row.get("aalr/lr")]
+    assert [int(row["step"]) for row in rows] == list(range(12))  # Lightning's row of optimizer step s + 1
+    # the LR the next step trains with
+    assert [float(row["aalr/lr"]) for row in rows] == [*probe.lrs[1:], callback.tuner.lr]
+    # the state after the last decision so far: its action, the best loss and the phase it left
+    phase_after = [*(r["phase"] for r in history[1:]), callback.tuner.phase]
+    for index, row in enumerate(rows):
+        decided = [i for i, r in enumerate(history) if r["last_step"] <= index + 1]
+        if not decided:  # before the first decision: no action yet, L* is the initial loss
+            assert row["aalr/action"] == "" and float(row["aalr/phase"]) == 1
+            assert float(row["aalr/best_loss"]) == pytest.approx(callback.tuner.policy.initial_loss, rel=1e-6)
+            continue
+        last = decided[-1]
+        assert aalr.policy.ACTIONS[int(float(row["aalr/action"]))] == history[last]["action"]
+        assert float(row["aalr/best_loss"]) == pytest.approx(history[last]["best"], rel=1e-6)
+        assert float(row["aalr/phase"]) == phase_after[last]
+    for key in ("aalr/lr", "aalr/phase"):
+        assert key in trainer.progress_bar_metrics
+
+
+class ManualReturning(Manual):
+    """Manual optimization, one optimizer step a batch, returning the batch's loss after the step."""
+
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)
+        return F.cross_entropy(self.net(batch[0]), batch[1]).detach()
+
+
+def test_step_mode_with_manual_optimization_counts_its_optimizer_steps():
+    callback = AALRCallback(
+        interval="step", every_n_steps=3, initial_loss=1.1, spike_rollback=False, **SETTINGS
+    )
+    probe = StepProbe(callback)
+    trainer = fit(ManualReturning(), [callback, probe], epochs=3)
+    assert trainer.global_step == callback.tuner.steps_seen == len(probe.observed) == 12
+    assert [r["last_step"] for r in callback.tuner.history] == [3, 6, 9, 12]
+
+
+def test_step_mode_without_a_loss_for_a_step_fails_naming_it():
+    callback = AALRCallback(interval="step", every_n_steps=3, initial_loss=1.1)
+    with pytest.raises(
+        ValueError, match=r"training_step returned no loss for the batches of optimizer step 1"
+    ):
+        fit(Manual(), [callback], epochs=1)  # logs its loss, returns nothing
+
+
+@pytest.mark.parametrize(
+    "options, rounds",
+    [({"total_steps": "max_steps"}, 8), ({"total_steps": 12}, 4), ({"total_rounds": 5}, 5)],
+)
+def test_step_mode_budget_in_optimizer_steps_or_rounds(options, rounds):
+    callback = step_callback(every_n_steps=3, phase1_failure="rollback", **options)
+    fit(StepTiny(lr=1.0, metric=None), [callback], epochs=-1, max_steps=24)
+    tuner = callback.tuner
+    assert tuner.config.total_epochs == rounds and tuner.policy.finish_epoch == math.ceil(0.75 * rounds)
+    finish = tuner.history[tuner.policy.finish_epoch - 1]
+    assert "AALR+ finish" in finish["reason"]
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"interval": "batch"}, ValueError, r"interval must be 'epoch' .* or 'step' .*, got 'batch'"),
+        ({"every_n_steps": 5}, ValueError, r"every_n_steps=5 is for interval='step'"),
+        ({"total_steps": 100}, ValueError, r"total_steps=100 is for interval='step'"),
+        ({"interval": "step"}, ValueError, r"interval='step' needs every_n_steps=N"),
+        ({"interval": "step", "every_n_steps": 0}, ValueError, r"every_n_steps must be >= 1, got 0"),
+        ({"interval": "step", "every_n_steps": "3"}, TypeError, r"every_n_steps must be an int >= 1 .*'3'"),
+        (
+            {"interval": "step", "every_n_steps": 3, "total_epochs": 10},
+            ValueError,
+            r"pass total_steps .* or total_rounds, not total_epochs=10",
+        ),
+        (
+            {"interval": "step", "every_n_steps": 3, "total_steps": "max"},
+            ValueError,
+            r"total_steps must be None, an int >= every_n_steps or 'max_steps' \(the Trainer's\), got 'max'",
+        ),
+        (
+            {"interval": "step", "every_n_steps": 3, "total_steps": 2},
+            ValueError,
+            r"total_steps \(2\) must be at least every_n_steps \(3\)",
+        ),
+        (
+            {"interval": "step", "every_n_steps": 3, "total_steps": "max_steps", "total_rounds": 4},
+            ValueError,
+            r"give one budget, total_steps='max_steps' or total_rounds=4, not both",
+        ),
+    ],
+)
+def test_step_mode_constructor_errors(options, error, match):
+    with pytest.raises(error, match=match):
+        AALRCallback(**options)
+
+
+def test_total_steps_max_steps_needs_a_bounded_trainer():
+    callback = AALRCallback(interval="step", every_n_steps=2, total_steps="max_steps")
+    with pytest.raises(
+        ValueError, match=r"needs the Trainer's max_steps >= 1, got -1 .*Trainer\(max_steps=N\)"
+    ):
+        fit(Tiny(), [callback], epochs=1)
+
+
+def test_a_step_mode_checkpoint_is_refused_by_an_epoch_mode_callback(tmp_path):
+    fit(
+        StepTiny(lr=1.0, metric=None),
+        [step_callback(every_n_steps=2), step_checkpoints(tmp_path, 4)],
+        epochs=1,
+    )
+    with pytest.raises(ValueError, match=r"decides every N steps; this one was made without"):
+        fit(Tiny(), [AALRCallback(**SETTINGS)], epochs=2, ckpt_path=tmp_path / "s4.ckpt")
+
+
+@pytest.mark.slow
+def test_ddp_step_mode_ranks_take_the_same_decisions_at_the_same_steps(tmp_path):
+    """Two gloo ranks, each on its own half of the data: the tuner averages every step's loss over them, so
+    both end each round, restore and set the LR at the same step, and end with the same weights."""
+    callback = step_callback(every_n_steps=2)
+    probe = StepProbe(callback)
+    # a checkpoint after every step: saving must not need a collective, nor change what is observed
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1
+    )
+    fit(
+        StepTiny(lr=4.0, metric=None),
+        [callback, probe, DumpHistory(callback, tmp_path, probe), checkpoints],
+        epochs=6,
+        devices=2,
+        strategy="ddp_spawn",
+    )
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["history"] == rank1["history"] and rank0["weights"] == rank1["weights"]
+    assert any(r["action"].startswith("restore") for r in rank0["history"])
+    steps = list(range(1, 13))  # 32 samples a rank, 2 batches an epoch, 6 epochs
+    assert [s for s, _ in rank0["observed"]] == [s for s, _ in rank1["observed"]] == steps
+    local0, local1 = ([value for _, value in rank["observed"]] for rank in (rank0, rank1))
+    assert all(a != pytest.approx(b) for a, b in zip(local0, local1, strict=True))  # different losses
+    for record in rank0["history"]:
+        last, n = record["last_step"], record["steps"]
+        mean = sum(local0[last - n : last]) / (2 * n) + sum(local1[last - n : last]) / (2 * n)
+        assert record["loss"] == pytest.approx(mean, rel=1e-9)
