@@ -230,3 +230,11 @@ def test_the_round_rule_alone():
         "spike: the last 3 steps' mean loss 2.83333 is nearer the initial loss 3 than the best 1"
     )
     assert r.spike(best=1.0, initial=5.0) is None
+
+
+def test_every_n_steps_takes_numpy_integers_as_the_budgets_do():
+    import numpy as np
+
+    tuner = tuner_for(np.int64(4), total_steps=np.int64(40))
+    assert tuner.round.every_n_steps == 4 and type(tuner.round.every_n_steps) is int
+    assert tuner.config.total_epochs == 10

@@ -17,6 +17,7 @@ round's loss stands in for it.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class Round:
     recent: list[float] = field(default_factory=list)  # the last SPIKE_WINDOW step losses
 
     def __post_init__(self) -> None:
+        if isinstance(self.every_n_steps, numbers.Integral) and not isinstance(self.every_n_steps, bool):
+            self.every_n_steps = int(self.every_n_steps)  # NumPy and other integral types
         if isinstance(self.every_n_steps, bool) or not isinstance(self.every_n_steps, int):
             raise TypeError(f"every_n_steps must be an int >= 1 or None, got {self.every_n_steps!r}")
         if self.every_n_steps < 1:
