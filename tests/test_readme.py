@@ -49,3 +49,16 @@ def test_a_readme_snippet_runs(index, tmp_path):
 def test_the_docs_python_compiles(page):
     for number, block in enumerate(python_blocks(page)):
         compile(block, f"{page.name} block {number}", "exec")
+
+
+def test_the_suite_example_in_the_docs_loads(tmp_path):
+    pytest.importorskip("numpy", reason="suites belong to the harness extra")
+    from aalr.harness.suite import load_suite
+
+    text = (ROOT / "docs" / "harness.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```toml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert blocks
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"suite{number}.toml"
+        path.write_text(block)
+        assert load_suite(path).runs

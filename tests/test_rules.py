@@ -274,3 +274,11 @@ def test_endless_improvement_never_overflows_the_lr():
     lrs = [g["lr"] for g in optimizer.param_groups]
     assert all(math.isfinite(lr) for lr in lrs) and lrs[1] > 1e300  # the larger group reached the top
     assert "upper bound" in tuner.history[-1]["reason"] or "upper bound" in tuner.history[-2]["reason"]
+
+
+def test_mean_loss_of_a_dataset_says_to_give_a_data_loader():
+    data = TensorDataset(torch.randn(4, 4), torch.randint(0, 3, (4,)))
+    with pytest.raises(
+        TypeError, match=r"batch 0's targets are one number, not a batch: give mean_loss a DataLoader"
+    ):
+        aalr.mean_loss(nn.Linear(4, 3), data)

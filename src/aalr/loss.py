@@ -46,6 +46,11 @@ def mean_loss(
                         f"got {type(batch).__name__}"
                     )
                 inputs, targets = batch[0].to(device), batch[1].to(device)
+                if targets.ndim == 0:
+                    raise TypeError(
+                        f"mean_loss: batch {index}'s targets are one number, not a batch: give mean_loss a "
+                        "DataLoader (batches of samples), not a Dataset"
+                    )
                 size = len(targets)
                 total += float(loss_fn(model(inputs), targets)) * size
                 count += size
