@@ -6,12 +6,21 @@ import csv
 import io
 import json
 import math
+import re
+import shutil
+import statistics
 import struct
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from aalr.cli import main
+from aalr.harness import report
 from aalr.harness.report import (
     collect,
     plot_accuracy,
@@ -163,11 +172,18 @@ def test_collect_without_suite_order_sorts_by_folder(results: Path) -> None:
     )
 
 
-def test_collect_rejects_broken_metrics_and_missing_folders(results: Path, tmp_path: Path) -> None:
-    with (results / "e1" / "adam" / "seed0" / "metrics.jsonl").open("a") as handle:
+def test_collect_leaves_out_a_run_with_broken_metrics_naming_file_and_line(
+    results: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = results / "e1" / "adam" / "seed0" / "metrics.jsonl"
+    with metrics.open("a") as handle:
         handle.write('{"epoch": 5, "lr": \n')
-    with pytest.raises(ValueError, match=r"adam.seed0.metrics\.jsonl, line 5: not valid JSON"):
-        collect(results)
+    rows = collect(results)
+    assert len(rows) == 6 and "adam" not in {r["method"] for r in rows}
+    (skipped,) = rows.skipped
+    assert (skipped.path, skipped.run_dir) == (metrics, metrics.parent)
+    assert skipped.reason.startswith("line 5: not valid JSON (Expecting value: line 1 column 20")
+    assert f"{metrics} is unreadable: line 5: not valid JSON" in caplog.text
     with pytest.raises(ValueError, match=r"results folder .*nowhere does not exist"):
         collect(tmp_path / "nowhere")
 
@@ -462,3 +478,330 @@ def test_write_report_without_finished_runs_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "e" / "aalr" / "seed0").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"no finished runs \(folders with summary.json\) under"):
         write_report(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# What counts, and what the report leaves out and why
+
+
+def test_a_summary_that_is_no_run_summary_does_not_count(results: Path) -> None:
+    # `{}` parses as a JSON object; it is no finished run's summary, so no seed (also once
+    # read_summary itself refuses it: the reason then comes from the same checks)
+    (results / "e1" / "adam" / "seed0" / "summary.json").write_text("{}")
+    rows = collect(results)
+    assert "adam" not in {r["method"] for r in rows}
+    (skipped,) = rows.skipped
+    assert skipped.reason == "lacks 'status', 'epochs', 'final_test_acc', 'peak_test_acc'"
+
+
+def test_the_report_counts_only_the_runs_read_summary_calls_finished(
+    results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the runner's test of "finished" is the report's too: what read_summary refuses never counts
+    refused = results / "e1" / "aalr" / "seed1"
+    original = report.read_summary
+    monkeypatch.setattr(report, "read_summary", lambda d: None if Path(d) == refused else original(d))
+    rows = collect(results)
+    assert [r["seed"] for r in rows if r["method"] == "aalr"] == [0, 2]
+    (skipped,) = rows.skipped
+    assert skipped.path == refused / "summary.json"
+    assert skipped.reason == "not a finished run's summary (read_summary refuses it)"
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_copies_of_one_run_count_once_and_the_report_says_where_they_are(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "made", "e1", "aalr", 0, final=0.9, peak=0.91)
+    d = tmp_path / "d"
+    for name in ("a", "b", "c"):  # cp -r run d/a; cp -r run d/b; cp -r run d/c
+        copy_run(run, d / name)
+    rows = collect(d)
+    assert [r["run_dir"] for r in rows] == [str(d / "a")]
+    assert [(s.path, s.duplicate_of) for s in rows.skipped] == [(d / "b", d / "a"), (d / "c", d / "a")]
+    (aalr,) = summarize(rows)
+    assert aalr["n"] == 1 and aalr["final_std"] is None  # one seed: no spread, not "± 0.00"
+    text = write_report(d, tmp_path / "out").read_text()
+    assert "| aalr | 1 | 90.00 ± – | 90.00 | 91.00 ± – | 0/1 |" in text
+    assert "Duplicates skipped (2): runs with the same settings and seed as a run counted" in text
+    assert "- `b`: the same as `a`\n- `c`: the same as `a`\n" in text
+
+
+def test_a_run_is_a_duplicate_whatever_says_how_or_where_it_ran_but_not_with_another_seed(
+    tmp_path: Path,
+) -> None:
+    run = make_run(tmp_path, "e1", "aalr", 0, final=0.9, peak=0.91)
+    twin = copy_run(run, tmp_path / "e1" / "aalr" / "seed0-again")
+    config = json.loads((twin / "config.json").read_text())
+    config.update(data_dir="/elsewhere", device="cuda", precision="bf16", git_commit="x", version="9")
+    (twin / "config.json").write_text(json.dumps(config))
+    summary = json.loads((twin / "summary.json").read_text())
+    (twin / "summary.json").write_text(json.dumps({**summary, "final_test_acc": 0.5}))  # made again
+    other = make_run(tmp_path, "e1", "aalr", 1, final=0.8, peak=0.81)
+    rows = collect(tmp_path)
+    assert [r["run_dir"] for r in rows] == [str(run), str(other)]
+    assert [(s.path, s.duplicate_of) for s in rows.skipped] == [(twin, run)]
+
+
+def test_runs_that_differ_in_a_setting_are_rows_of_their_own(tmp_path: Path) -> None:
+    outside = {"experiment": None, "suite": None}
+    for seed, epochs in ((0, 3), (1, 3), (0, 5)):
+        make_run(tmp_path, f"e{epochs}", "aalr", seed, final=0.5 + epochs / 100, peak=0.9, epochs=epochs,
+                 config=outside, summary=outside)  # fmt: skip
+    options = {**outside, "method_args": {"finish": "linear"}}
+    make_run(tmp_path, "lin", "aalr", 0, final=0.7, peak=0.9, epochs=5, config=options, summary=outside)
+    make_run(tmp_path, "sgdr", "sgdr", 0, final=0.6, peak=0.9, config=outside, summary=outside)
+    summary = summarize(collect(tmp_path))
+    assert [(e["method"], e["settings"], e["n"], e["seeds"]) for e in summary] == [
+        ("aalr", ["epochs=3"], 2, [0, 1]),
+        ("aalr", ["epochs=5"], 1, [0]),
+        ("aalr", ["epochs=5", "method_args.finish=linear"], 1, [0]),
+        ("sgdr", [], 1, [0]),
+    ]
+    assert summary[1]["final_mean"] == pytest.approx(0.55)
+    text = to_markdown(summary)
+    assert "## cifar10-resnet18: cifar10 / resnet18, 3, 5, 4 epochs, batch size 128" in text
+    assert "| aalr (epochs=3) | 2 | 53.00 ± 0.00 |" in text
+    assert "| aalr (epochs=5) | 1 | 55.00 ± – |" in text
+    assert "| aalr (epochs=5, method_args.finish=linear) | 1 | 70.00 ± – |" in text
+    assert "| sgdr | 1 |" in text
+    parsed = list(csv.DictReader(io.StringIO(to_csv(summary))))
+    assert [(r["method"], r["settings"]) for r in parsed] == [
+        ("aalr", "epochs=3"), ("aalr", "epochs=5"), ("aalr", "epochs=5;method_args.finish=linear"),
+        ("sgdr", ""),
+    ]  # fmt: skip
+
+
+def record_failure(root: Path, experiment: str, method: str, seed: int, error: str) -> None:
+    record = {"experiment": experiment, "method": method, "seed": seed, "run_dir": "x", "error": error}
+    with (root / "failures.jsonl").open("a") as handle:
+        handle.write(json.dumps({**record, "traceback": "Traceback ...\n"}) + "\n")
+
+
+def test_failed_runs_stay_in_their_row_and_are_listed_with_their_error(results: Path) -> None:
+    order = [("e1", m, s) for s in (0, 1, 2) for m in ("aalr", "dog", "sgdr", "adam")]
+    (results / "suite.json").write_text(
+        json.dumps({"name": "t", "runs": [{"run_dir": f"{e}/{m}/seed{s}"} for e, m, s in order]})
+    )
+    record_failure(results, "e1", "aalr", 0, "RuntimeError: an old failure; the run finished since")
+    record_failure(results, "e1", "adam", 1, "RuntimeError: first try")
+    record_failure(results, "e1", "adam", 1, "RuntimeError: value cannot be converted\nmore lines")
+    record_failure(results, "e1", "dog", 0, "ValueError: dog exploded")
+    record_failure(results, "e1", "dog", 1, "ValueError: dog exploded again")
+    rows = collect(results)
+    assert [(f.method, f.seed, f.error) for f in rows.failed] == [
+        ("adam", 1, "RuntimeError: value cannot be converted"),  # the last record of a run, first line
+        ("dog", 0, "ValueError: dog exploded"),
+        ("dog", 1, "ValueError: dog exploded again"),
+    ]
+    summary = summarize(rows)
+    assert [(e["method"], e["n"], e["crashed"]) for e in summary] == [
+        ("aalr", 3, 0), ("dog", 0, 2), ("sgdr", 3, 0), ("adam", 1, 1),
+    ]  # fmt: skip
+    text = to_markdown(summary)
+    assert "| aalr | 3 | 89.00 ± 3.61 |" in text
+    assert "| dog | 0 of 2 (2 crashed) | – | – | – | 0/0 |" in text
+    assert "| adam | 1 of 2 (1 crashed) | 70.00 ± – | 70.00 | 75.00 ± – | 0/1 |" in text
+    assert 'Seeds "n of m (k crashed)": k of the m runs raised and have no result' in text
+    assert "## Not counted\n\nRuns that crashed (3): they raised and left no summary.json" in text
+    assert "- `e1/adam/seed1`: RuntimeError: value cannot be converted\n" in text
+    parsed = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(summary)))}
+    assert (parsed["dog"]["n"], parsed["dog"]["crashed"], parsed["adam"]["crashed"]) == ("0", "2", "1")
+    path = write_report(results, results / "report")
+    assert "- `e1/dog/seed1`: ValueError: dog exploded again" in path.read_text()
+
+
+def test_a_report_of_runs_that_all_failed_still_writes_and_says_so(tmp_path: Path) -> None:
+    record_failure(tmp_path, "e", "aalr", 0, "RuntimeError: boom")
+    text = write_report(tmp_path).read_text()
+    assert "| aalr | 0 of 1 (1 crashed) |" in text and "- `e/aalr/seed0`: RuntimeError: boom" in text
+
+
+def test_damaged_bookkeeping_files_are_named_and_the_rest_still_counts(results: Path) -> None:
+    (results / "suite.json").write_bytes(b"\xff")
+    record_failure(results, "e1", "dog", 0, "ValueError: dog exploded")
+    with (results / "failures.jsonl").open("a") as handle:
+        handle.write('{"experiment": "e1", "method": "d\n[1]\n{"experiment": "e1"}\n')
+    rows = collect(results)
+    assert len(rows) == 7 and [f.method for f in rows.failed] == ["dog"]
+    assert [(s.path.name, s.reason.split(" (")[0]) for s in rows.skipped] == [
+        ("suite.json", "not UTF-8 text"),
+        ("failures.jsonl", "line 2: not a failure record"),
+        ("failures.jsonl", "line 3: not a failure record"),
+        ("failures.jsonl", "line 4: lacks 'method', 'seed', 'error'"),
+    ]
+    assert rows.skipped[0].reason.endswith("; its runs are ordered by folder")
+
+
+# Every way a run's file can be damaged: (file, how, the reason the report must give).
+def _set(key: str, value: object) -> Callable[[Path], object]:
+    return lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), key: value}))
+
+
+def _drop(key: str) -> Callable[[Path], object]:
+    return lambda p: p.write_text(
+        json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != key})
+    )
+
+
+def _directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+DAMAGE: dict[str, tuple[str, Callable[[Path], object], str]] = {
+    "summary not UTF-8": (
+        "summary.json",
+        lambda p: p.write_bytes(b'{"status": "\xff"}'),
+        r"not UTF-8 text \(byte 0xff on line 1\)",
+    ),
+    "summary truncated": (
+        "summary.json",
+        lambda p: p.write_bytes(p.read_bytes()[:-9]),
+        r"not valid JSON \(.*line 1 column",
+    ),
+    "summary a list": ("summary.json", lambda p: p.write_text("[1, 2]"), r"a JSON array, not an object"),
+    "summary {}": (
+        "summary.json",
+        lambda p: p.write_text("{}"),
+        r"lacks 'status', 'epochs', 'final_test_acc', 'peak_test_acc'",
+    ),
+    "summary lacks status": ("summary.json", _drop("status"), r"lacks 'status'"),
+    "summary accuracy a string": (
+        "summary.json",
+        _set("final_test_acc", "high"),
+        r"'final_test_acc' is 'high', not a number or null",
+    ),
+    "summary seed a string": ("summary.json", _set("seed", "1"), r"'seed' is '1', not an integer"),
+    "summary empty": ("summary.json", lambda p: p.write_text(""), r"empty"),
+    "summary a directory": ("summary.json", _directory, r"a directory, not a file"),
+    "config not UTF-8": (
+        "config.json",
+        lambda p: p.write_bytes(b"{\n\x80}"),
+        r"not UTF-8 text \(byte 0x80 on line 2\)",
+    ),
+    "config truncated": ("config.json", lambda p: p.write_bytes(p.read_bytes()[:20]), r"not valid JSON \("),
+    "config a string": ("config.json", lambda p: p.write_text('"aalr"'), r"a JSON string, not an object"),
+    "config lacks method": ("config.json", _drop("method"), r"lacks 'method'"),
+    "config seed a string": ("config.json", _set("seed", "0"), r"'seed' is '0', not an integer"),
+    "config empty": ("config.json", lambda p: p.write_text("\n"), r"empty"),
+    "config a directory": ("config.json", _directory, r"a directory, not a file"),
+    "config missing": ("config.json", lambda p: p.unlink(), r"missing"),
+    "metrics not UTF-8": (
+        "metrics.jsonl",
+        lambda p: p.write_bytes(p.read_bytes() + b"\xff\n"),
+        r"not UTF-8 text \(byte 0xff on line 5\)",
+    ),
+    "metrics truncated": (
+        "metrics.jsonl",
+        lambda p: p.write_bytes(p.read_bytes()[:-10]),
+        r"line 4: not valid JSON \(",
+    ),
+    "metrics a line of the wrong type": (
+        "metrics.jsonl",
+        lambda p: p.write_text("[1]\n" + p.read_text()),
+        r"line 1: \[1\] is not a JSON object",
+    ),
+    "metrics a line short": (
+        "metrics.jsonl",
+        lambda p: p.write_text("".join(p.read_text().splitlines(keepends=True)[:-1])),
+        r"3 epoch line\(s\), but summary.json says 4 epochs",
+    ),
+    "metrics empty": ("metrics.jsonl", lambda p: p.write_text(""), r"empty"),
+    "metrics a directory": ("metrics.jsonl", _directory, r"a directory, not a file"),
+    "metrics missing": ("metrics.jsonl", lambda p: p.unlink(), r"missing"),
+}
+
+
+def damaged_tree(root: Path, damages: list[list[str]]) -> tuple[list[Path], dict[Path, str]]:
+    """One good run per entry of ``damages`` (seeds 0, 1, ...), then each damaged as its entry says:
+    the good runs, and each damaged file with the reason it must be listed with."""
+    good: list[Path] = []
+    expected: dict[Path, str] = {}
+    for seed, kinds in enumerate(damages):
+        run_dir = make_run(root, "e", "aalr", seed, final=0.5 + seed / 100, peak=0.9)
+        for kind in kinds:
+            name, damage, reason = DAMAGE[kind]
+            damage(run_dir / name)
+            # a line short is short of the epochs summary.json gives, which a damaged one cannot say
+            if kind != "metrics a line short" or not any(k.startswith("summary") for k in kinds):
+                expected[run_dir / name] = reason
+        if not kinds:
+            good.append(run_dir)
+    return good, expected
+
+
+def check_damaged_tree(root: Path, good: list[Path], expected: dict[Path, str]) -> None:
+    rows = collect(root)
+    assert [Path(r["run_dir"]) for r in rows] == good
+    assert rows.failed == [] and all(s.duplicate_of is None for s in rows.skipped)
+    listed = {s.path: s.reason for s in rows.skipped}
+    assert set(listed) == set(expected) and len(rows.skipped) == len(expected)
+    for path, reason in expected.items():
+        assert re.fullmatch(reason + ".*", listed[path]), (path, listed[path], reason)
+        assert next(s for s in rows.skipped if s.path == path).run_dir == path.parent
+    entries = summarize(rows)
+    assert sum(e["n"] for e in entries) == len(good)
+    if good:
+        assert entries[0]["final_mean"] == pytest.approx(
+            statistics.fmean(0.5 + int(p.name[4:]) / 100 for p in good)
+        )
+    text = to_markdown(entries)
+    for path in expected:
+        assert f"- `{path.relative_to(root).as_posix()}`: " in text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.sampled_from(sorted(DAMAGE)), max_size=3, unique_by=lambda kind: DAMAGE[kind][0]),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_damage_leaves_out_exactly_the_damaged_runs_and_lists_each_file(damages: list[list[str]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        good, expected = damaged_tree(root, damages)
+        check_damaged_tree(root, good, expected)
+
+
+def test_every_kind_of_damage_at_once_the_report_still_writes_and_lists_it(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    good, expected = damaged_tree(root, [[kind] for kind in DAMAGE] + [[], []])
+    check_damaged_tree(root, good, expected)
+    text = write_report(root, tmp_path / "out").read_text()
+    assert "| aalr | 2 | " in text
+    assert f"Files that could not be used ({len(DAMAGE)}); the run each belongs to is left out:" in text
+    for path, reason in expected.items():
+        line = next(
+            x for x in text.splitlines() if x.startswith(f"- `{path.relative_to(root).as_posix()}`: ")
+        )
+        assert re.fullmatch(reason + ".*", line.split("`: ", 1)[1])
+    assert text.index("## Not counted") < text.index("## Plots")
+    png_width(tmp_path / "out" / "acc_e.png")
+
+
+def test_a_run_without_summary_is_unfinished_not_damaged(tmp_path: Path) -> None:
+    good, _ = damaged_tree(tmp_path, [[], []])
+    (good[1] / "summary.json").unlink()
+    (good[1] / "config.json").write_bytes(b"\xff")  # still being written, perhaps: not looked at
+    rows = collect(tmp_path)
+    assert [Path(r["run_dir"]) for r in rows] == [good[0]] and rows.skipped == []
+
+
+def test_aalr_report_prints_what_it_left_out_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # printf '\xff\n' >> d/a/metrics.jsonl; aalr report d
+    run = make_run(tmp_path / "d", "e", "aalr", 0, final=0.9, peak=0.91)
+    make_run(tmp_path / "d", "e", "aalr", 1, final=0.8, peak=0.81)
+    with (run / "metrics.jsonl").open("ab") as handle:
+        handle.write(b"\xff\n")
+    assert main(["report", str(tmp_path / "d"), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "| aalr | 1 | 80.00 ± – | 80.00 | 81.00 ± – | 0/1 |" in printed
+    assert "- `e/aalr/seed0/metrics.jsonl`: not UTF-8 text (byte 0xff on line 5)" in printed
+    assert "- `e/aalr/seed0/metrics.jsonl`: not UTF-8 text" in (tmp_path / "out" / "report.md").read_text()

@@ -1,7 +1,10 @@
 """Results of finished runs as tables in the paper's layout (Markdown, CSV) and plots (PNG).
 
 The input is a folder of run folders as train.py writes them (``config.json``, ``metrics.jsonl``,
-``summary.json``); a run counts only once its ``summary.json`` exists. Accuracies are fractions in
+``summary.json``); a run counts only once its ``summary.json`` exists, its files can be read, and no
+other run counted has its settings and seed (:func:`collect`). What is left out (runs that failed,
+files that cannot be used and why, duplicates) is listed under every table made from it, and a row
+is one experiment, method and whatever other setting tells its runs apart. Accuracies are fractions in
 the files and percentages with two decimals in the tables, as in the paper. Spread over seeds is the
 sample standard deviation (ddof=1). Diverged runs keep their measured accuracy (often chance level;
 the paper prints 10.00 for them) and are marked with a dagger and counted.
@@ -9,18 +12,28 @@ the paper prints 10.00 for them) and are marked with a dagger and counted.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import dataclasses
 import io
 import json
 import logging
 import math
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aalr.harness.suite import read_summary
+from aalr.harness.suite import (
+    UnusableFile,
+    is_finished,
+    read_json_object,
+    read_summary,
+    read_text_file,
+    run_settings,
+)
 
 log = logging.getLogger("aalr.report")
 
@@ -65,51 +78,184 @@ CSV_COLUMNS = (
     "wall_seconds_mean",
     "numerics",  # how the runs computed ("cpu bf16 channels_last"), ";"-separated; empty: not recorded
     "numerics_unrecorded",  # how many runs have epochs that did not record it
+    "crashed",  # runs that raised and have no result (not in n)
+    "settings",  # setting=value where runs of one method differ in more than the seed, ";"-separated
 )
 DAGGER = "†"
 DASH = "–"
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading runs
+# Reading runs: which count, and what is left out and why
+#
+# One place decides what counts: :func:`collect`. A run counts when its summary.json is a finished
+# run's summary (``read_summary``, the runner's test too), its config.json and metrics.jsonl can be
+# read and hold what the tables need, and no run counted before it has the same settings and seed.
+# Everything else it found is a :class:`Skipped` (a file and why, or a duplicate and of what) or a
+# :class:`FailedRun` (a line of failures.jsonl whose run has not finished since), and every report
+# lists them.
+
+# What the tables need of each file: key -> (what it must be, the test).
+_Need = tuple[str, Callable[[object], bool]]
+_STRING: _Need = ("a string", lambda v: isinstance(v, str))
+_INTEGER: _Need = ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+_NUMBER_OR_NULL: _Need = ("a number or null", lambda v: v is None or _is_real(v))
+SUMMARY_NEEDS: dict[str, _Need] = {
+    "status": _STRING,
+    "epochs": _INTEGER,
+    "final_test_acc": _NUMBER_OR_NULL,
+    "peak_test_acc": _NUMBER_OR_NULL,
+}
+# keys a summary need not have, but which win over the config's in a row, so must be of the right type
+SUMMARY_MAY_HAVE: dict[str, _Need] = {"seed": _INTEGER, "method": _STRING}
+CONFIG_NEEDS: dict[str, _Need] = {"method": _STRING, "dataset": _STRING, "seed": _INTEGER}
+FAILURE_NEEDS: dict[str, _Need] = {
+    "experiment": _STRING,
+    "method": _STRING,
+    "seed": _INTEGER,
+    "error": _STRING,
+}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
+@dataclass(frozen=True)
+class Skipped:
+    """Something the report found and left out: a file it cannot use (``reason`` says why; the run
+    in ``run_dir`` is then left out), or a run folder that repeats the run ``duplicate_of``."""
+
+    path: Path
+    reason: str
+    run_dir: Path | None = None
+    duplicate_of: Path | None = None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that raised (its last line in failures.jsonl) and has not finished since."""
+
+    run_dir: Path
+    experiment: str
+    method: str
+    seed: int
+    error: str
+    position: int = 0  # how many counted runs come before it, in the report's order
+
+
+class Runs(list[dict[str, Any]]):
+    """What :func:`collect` returns: the rows of the runs that count, in order (a plain list of dicts
+    to everything that iterates it), with ``skipped`` and ``failed``: what the report leaves out."""
+
+    def __init__(
+        self,
+        rows: Iterable[dict[str, Any]] = (),
+        *,
+        root: Path | None = None,
+        skipped: Iterable[Skipped] = (),
+        failed: Iterable[FailedRun] = (),
+    ) -> None:
+        super().__init__(rows)
+        self.root = root
+        self.skipped: list[Skipped] = list(skipped)
+        self.failed: list[FailedRun] = list(failed)
+
+
+def _lacks(
+    data: dict[str, Any], needs: dict[str, _Need], may_have: dict[str, _Need] | None = None
+) -> str | None:
+    """Why ``data`` does not hold what ``needs`` asks (or has a key of ``may_have`` of another type),
+    or None."""
+    missing = [key for key in needs if key not in data]
+    if missing:
+        return "lacks " + ", ".join(map(repr, missing))
+    for key, (kind, test) in {**needs, **(may_have or {})}.items():
+        if key in data and not test(data[key]):
+            shown = repr(data[key])
+            return f"{key!r} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {kind}"
+    return None
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    summary = read_summary(run_dir)  # what is finished is the runner's to say, with the same reader
+    problem = _lacks(read_json_object(path) if summary is None else summary, SUMMARY_NEEDS, SUMMARY_MAY_HAVE)
+    if problem:
+        raise UnusableFile(path, problem)
+    if summary is None:  # read_summary refuses what these checks let through
+        raise UnusableFile(path, "not a finished run's summary (read_summary refuses it)")
+    return summary
+
+
+def _config_of(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    config = read_json_object(path)
+    problem = _lacks(config, CONFIG_NEEDS)
+    if problem:
+        raise UnusableFile(path, problem)
+    return config
+
+
+def _metrics_of(run_dir: Path, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from error
+            raise UnusableFile(path, f"line {number}: not valid JSON ({error})") from error
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {number}: expected a JSON object")
+            raise UnusableFile(path, f"line {number}: {row!r:.40} is not a JSON object")
         rows.append(row)
+    if summary is not None and len(rows) != summary["epochs"]:  # cut short at a line's end
+        raise UnusableFile(
+            path, f"{len(rows)} epoch line(s), but summary.json says {summary['epochs']} epochs"
+        )
     return rows
 
 
-def _suite_order(root: Path) -> dict[Path, tuple[int, int]]:
+def _read_run(run_dir: Path) -> tuple[dict[str, Any] | None, list[Skipped]]:
+    """A finished run's row, or None and every file that made it unusable, each with why. A grid's
+    run on a validation split is None with nothing to say: its choice is in its parent's summary."""
+    problems: list[Skipped] = []
+
+    def attempt(read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except UnusableFile as error:
+            problems.append(Skipped(error.path, error.reason, run_dir=run_dir))
+            return None
+
+    config = attempt(lambda: _config_of(run_dir))
+    if config is not None and config.get("validation_split"):
+        return None, []
+    summary = attempt(lambda: _summary_of(run_dir))
+    metrics = attempt(lambda: _metrics_of(run_dir, summary))
+    if problems:
+        return None, problems
+    row: dict[str, Any] = {**config, **summary}
+    row["config"] = config
+    row["metrics"] = metrics
+    row["run_dir"] = str(run_dir)
+    if not row.get("experiment"):
+        # A run made outside a suite: group it by what it trained.
+        row["experiment"] = "-".join(str(row[k]) for k in ("dataset", "model") if row.get(k)) or "run"
+    return row, []
+
+
+def _suite_order(root: Path, skipped: list[Skipped]) -> dict[Path, tuple[int, int]]:
     """Run folder -> (which suite.json, position in it), from every suite.json the runner wrote."""
     order: dict[Path, tuple[int, int]] = {}
     for suite_index, suite_file in enumerate(sorted(root.rglob("suite.json"))):
         try:
-            runs = json.loads(suite_file.read_text(encoding="utf-8")).get("runs", [])
-        except (ValueError, AttributeError):
+            runs = read_json_object(suite_file).get("runs", [])
+            if not isinstance(runs, list):
+                raise UnusableFile(suite_file, f"'runs' is {type(runs).__name__}, not a list")
+        except UnusableFile as error:
+            skipped.append(Skipped(error.path, f"{error.reason}; its runs are ordered by folder"))
             continue
         for position, run in enumerate(runs):
             if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
@@ -117,41 +263,110 @@ def _suite_order(root: Path) -> dict[Path, tuple[int, int]]:
     return order
 
 
-def collect(root: Path | str) -> list[dict[str, Any]]:
-    """Every finished run under ``root`` (searched recursively) as one flat dict.
+def _failed_runs(root: Path, skipped: list[Skipped]) -> list[FailedRun]:
+    """The runs failures.jsonl files name (the last record of each) that have not finished since."""
+    latest: dict[Path, FailedRun] = {}
+    for path in sorted(root.rglob("failures.jsonl")):
+        try:
+            text = read_text_file(path, allow_empty=True)
+        except UnusableFile as error:
+            skipped.append(Skipped(error.path, error.reason))
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"{record!r:.40} is not a JSON object")
+            except ValueError as error:
+                skipped.append(Skipped(path, f"line {number}: not a failure record ({error})"))
+                continue
+            problem = _lacks(record, FAILURE_NEEDS)
+            if problem:
+                skipped.append(Skipped(path, f"line {number}: {problem}"))
+                continue
+            # where the runner put the run (RunSpec.run_dir), whatever folder the record was written from
+            run_dir = path.parent / record["experiment"] / record["method"] / f"seed{record['seed']}"
+            error_text = (
+                record["error"].strip().splitlines()[0] if record["error"].strip() else "(no message)"
+            )
+            latest[run_dir] = FailedRun(
+                run_dir, record["experiment"], record["method"], record["seed"], error_text
+            )
+    return [failure for run_dir, failure in latest.items() if not is_finished(run_dir)]
+
+
+def _identity(row: dict[str, Any]) -> str:
+    """Equal for two runs that trained the same thing with the same seed (paths and numerics aside)."""
+    return json.dumps(run_settings(row.get("config") or {}), sort_keys=True, default=str)
+
+
+def collect(root: Path | str) -> Runs:
+    """Every run under ``root`` (searched recursively) that counts, as one flat dict each.
 
     A row holds the config's keys, then the summary's (which win where both have a key), plus
     ``config`` (the config as written), ``metrics`` (the metrics.jsonl rows) and ``run_dir``.
-    Runs without a readable summary.json are unfinished and left out. Rows come in the order of
-    the suite that made them (its suite.json), else sorted by folder.
+    Rows come in the order of the suite that made them (its suite.json), else sorted by folder.
+
+    Runs without summary.json are unfinished and not looked at. Of the others, a run whose
+    summary.json, config.json or metrics.jsonl cannot be used is left out, and each such file is in
+    ``skipped`` with the reason; so is each run that repeats the settings and seed of a run before
+    it (it would count one seed twice). ``failed`` holds the runs failures.jsonl records that have
+    not finished since. Each thing left out is logged as a warning too.
     """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"results folder {root} does not exist")
-    order = _suite_order(root)
+    skipped: list[Skipped] = []
+    order = _suite_order(root, skipped)
     unlisted = (len(order), 0)  # after every listed run: there are fewer suite files than runs
-    found: list[tuple[tuple[int, int], str, dict[str, Any]]] = []
-    for summary_path in root.rglob("summary.json"):
+    found: list[tuple[tuple[tuple[int, int], str], dict[str, Any]]] = []
+    for summary_path in sorted(root.rglob("summary.json")):
         run_dir = summary_path.parent
-        summary = read_summary(run_dir)
-        if summary is None:  # written last and atomically, so unreadable means damaged: say so
-            log.warning(
-                "%s is unreadable or not a JSON object; that run is left out of the report", summary_path
-            )
+        row, problems = _read_run(run_dir)
+        skipped += problems
+        if row is not None:
+            found.append(((order.get(run_dir.resolve(), unlisted), str(run_dir)), row))
+    found.sort(key=lambda item: item[0])
+
+    rows: list[dict[str, Any]] = []
+    keys: list[tuple[tuple[int, int], str]] = []
+    first: dict[str, Path] = {}
+    for key, row in found:
+        identity = _identity(row)
+        if identity in first:
+            reason = "the same settings and seed as a run counted already"
+            skipped.append(Skipped(Path(row["run_dir"]), reason, duplicate_of=first[identity]))
             continue
-        config = _read_json(run_dir / "config.json")
-        if config.get("validation_split"):
-            continue  # a grid run on a validation split: its choice is in the parent's summary
-        row: dict[str, Any] = {**config, **summary}
-        row["config"] = config
-        row["metrics"] = _read_metrics(run_dir / "metrics.jsonl")
-        row["run_dir"] = str(run_dir)
-        if not row.get("experiment"):
-            # A run made outside a suite: group it by what it trained.
-            row["experiment"] = "-".join(str(row[k]) for k in ("dataset", "model") if row.get(k)) or "run"
-        found.append((order.get(run_dir.resolve(), unlisted), str(run_dir), row))
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [row for _, _, row in found]
+        first[identity] = Path(row["run_dir"])
+        rows.append(row)
+        keys.append(key)
+
+    failed = [
+        dataclasses.replace(
+            failure,
+            position=bisect.bisect(
+                keys, (order.get(failure.run_dir.resolve(), unlisted), str(failure.run_dir))
+            ),
+        )
+        for failure in _failed_runs(root, skipped)
+    ]
+    for item in skipped:
+        if item.duplicate_of is not None:
+            log.warning("%s repeats %s (%s); it is counted once", item.path, item.duplicate_of, item.reason)
+        elif item.run_dir is not None:
+            log.warning(
+                "%s is unreadable: %s; the run in %s is left out of the report",
+                item.path,
+                item.reason,
+                item.run_dir,
+            )
+        else:
+            log.warning("%s is unreadable: %s", item.path, item.reason)
+    for failure in failed:
+        log.warning("%s failed (%s) and has no result", failure.run_dir, failure.error)
+    return Runs(rows, root=root, skipped=skipped, failed=failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,29 +405,120 @@ def _numerics_of(row: dict[str, Any]) -> list[str]:
     return [str(way) for way in values if isinstance(way, str) and way]
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (experiment, method), in order of first appearance in ``rows``.
+# A row of a table: experiment, method, and every other setting but the seed (run_settings, as JSON).
+GroupKey = tuple[str, str, str]
 
-    Keys: experiment, method, dataset, model, batch_size, epochs (each the single value, or a
-    list if runs differ), seeds, n, failed (runs whose status is not "finished"), final_mean /
-    final_std / final_worst, peak_mean / peak_std (fractions; std is the sample std, ddof=1, None
-    for one seed), for adversarial runs ``<attack>_n`` and ``<attack>_{final,peak}_{mean,std}``
-    for attack in fgsm, pgd, plus pgd_steps, adversarial (the training attack), chosen_lr_mean
-    and chosen_lrs for grid runs, numerics (how the runs computed, e.g. "cpu bf16 channels_last", as
-    their summaries recorded it) and numerics_unrecorded (runs with epochs made before it was recorded),
-    and wall_seconds_mean.
+
+def _group_key(row: dict[str, Any]) -> GroupKey:
+    settings = run_settings(row.get("config") or {})
+    settings.pop("seed", None)
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return str(row.get("experiment")), str(row.get("method")), text
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as ``table.key`` (``method_args.finish``); empty tables say nothing."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _distinguishing(keys: Iterable[GroupKey]) -> dict[GroupKey, list[str]]:
+    """For each row, ``setting=value`` for each setting in which it differs from another row of the
+    same experiment and method (none where the method has one row): what its Method cell adds."""
+    by_method: dict[tuple[str, str], list[GroupKey]] = {}
+    for key in keys:
+        by_method.setdefault(key[:2], []).append(key)
+    labels: dict[GroupKey, list[str]] = {}
+    for same in by_method.values():
+        flats = {key: _flat(json.loads(key[2])) if key[2] else {} for key in same}
+        names = sorted(set().union(*flats.values())) if len(same) > 1 else []
+        differing = [
+            name
+            for name in names
+            if len({json.dumps(flat.get(name, "\0unset"), sort_keys=True) for flat in flats.values()}) > 1
+        ]
+        for key, flat in flats.items():
+            labels[key] = [
+                f"{name}={flat[name] if isinstance(flat[name], str) else json.dumps(flat[name])}"
+                for name in differing
+                if name in flat
+            ]
+    return labels
+
+
+class Summary(list[dict[str, Any]]):
+    """What :func:`summarize` returns: one entry per table row (a plain list of dicts to everything
+    that iterates it), with the ``skipped`` and ``failed`` of the :class:`Runs` it summarized, so
+    that every table made from it says what was left out."""
+
+    def __init__(
+        self,
+        entries: Iterable[dict[str, Any]] = (),
+        *,
+        root: Path | None = None,
+        skipped: Iterable[Skipped] = (),
+        failed: Iterable[FailedRun] = (),
+    ) -> None:
+        super().__init__(entries)
+        self.root = root
+        self.skipped: list[Skipped] = list(skipped)
+        self.failed: list[FailedRun] = list(failed)
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> Summary:
+    """One dict per table row: per experiment and method, and, where runs of one method differ in any
+    other setting than the seed (outside suites, e.g. two epoch counts), per such setting too; in order
+    of first appearance in ``rows``.
+
+    Keys: experiment, method, settings (``setting=value`` for each setting in which this row differs
+    from another row of its experiment and method; usually none), dataset, model, batch_size, epochs
+    (each the single value, or a list if runs differ), seeds, n, failed (runs whose status is not
+    "finished"), final_mean / final_std / final_worst, peak_mean / peak_std (fractions; std is the
+    sample std, ddof=1, None for one seed), for adversarial runs ``<attack>_n`` and
+    ``<attack>_{final,peak}_{mean,std}`` for attack in fgsm, pgd, plus pgd_steps, adversarial (the
+    training attack), chosen_lr_mean and chosen_lrs for grid runs, numerics (how the runs computed,
+    e.g. "cpu bf16 channels_last", as their summaries recorded it) and numerics_unrecorded (runs with
+    epochs made before it was recorded), wall_seconds_mean, and crashed / crashes: the runs of this
+    experiment and method that raised and have no result (``Runs.failed``; not in ``n``), a row of
+    their own (n = 0) where no run of the method counts.
     """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((str(row.get("experiment")), str(row.get("method"))), []).append(row)
+    groups: dict[GroupKey, list[dict[str, Any]]] = {}
+    position: dict[GroupKey, float] = {}
+    for index, row in enumerate(rows):
+        group_key = _group_key(row)
+        groups.setdefault(group_key, []).append(row)
+        position.setdefault(group_key, index)
+    failed = rows.failed if isinstance(rows, Runs) else []
+    crashes: dict[GroupKey, list[FailedRun]] = {}
+    for failure in sorted(failed, key=lambda f: f.position):
+        where = (failure.experiment, failure.method)
+        home = next((k for k in groups if k[:2] == where), (*where, ""))
+        position.setdefault(home, failure.position - 0.5)  # just before the run counted after it
+        crashes.setdefault(home, []).append(failure)
+    labels = _distinguishing(groups)
 
     def single(values: list[Any]) -> Any:
         distinct = _first_seen(values)
         return distinct[0] if len(distinct) == 1 else (distinct or None)
 
-    out: list[dict[str, Any]] = []
-    for (experiment, method), runs in groups.items():
-        entry: dict[str, Any] = {"experiment": experiment, "method": method}
+    out = Summary(
+        root=rows.root if isinstance(rows, Runs) else None,
+        skipped=rows.skipped if isinstance(rows, Runs) else (),
+        failed=failed,
+    )
+    for group in sorted(position, key=lambda k: position[k]):
+        experiment, method, _ = group
+        runs = groups.get(group, [])
+        entry: dict[str, Any] = {
+            "experiment": experiment,
+            "method": method,
+            "settings": labels.get(group, []),
+        }
         for key in ("dataset", "model", "batch_size"):
             entry[key] = single([r.get(key) for r in runs])
         # the planned length: a diverged run stops early and would otherwise split the heading
@@ -255,6 +561,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         walls = [v for v in (_number(r.get("wall_seconds")) for r in runs) if v is not None]
         entry["wall_seconds_mean"] = statistics.fmean(walls) if walls else None
+        entry["crashes"] = [
+            {"seed": f.seed, "run_dir": str(f.run_dir), "error": f.error} for f in crashes.get(group, [])
+        ]
+        entry["crashed"] = len(entry["crashes"])
         out.append(entry)
     return out
 
@@ -325,7 +635,8 @@ def _experiment_heading(experiment: str, entries: Sequence[dict[str, Any]]) -> s
 
 
 def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = None) -> str:
-    """Markdown: one table per experiment, a row per method, accuracies in % as in the paper."""
+    """Markdown: one table per experiment, a row per method, accuracies in % as in the paper; for a
+    :class:`Summary`, then a section "Not counted" listing what its runs left out, where anything was."""
     by_experiment: dict[str, list[dict[str, Any]]] = {}
     for entry in summary_rows:
         by_experiment.setdefault(str(entry["experiment"]), []).append(entry)
@@ -333,7 +644,7 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
     lines: list[str] = []
     if title:
         lines += [f"# {title}", ""]
-    any_failed = any_grid = any_single = False
+    any_failed = any_grid = any_single = any_crashed = False
     for experiment, entries in by_experiment.items():
         robust = any(f"{attack}_n" in e for e in entries for attack in ROBUST_ATTACKS)
         grid = any("chosen_lr_mean" in e for e in entries)
@@ -358,9 +669,12 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
             mark = f" {DAGGER}" if e["failed"] else ""
             any_failed |= bool(e["failed"])
             any_single |= e["n"] < 2
+            settings = e.get("settings") or []
+            crashed = int(e.get("crashed") or 0)
+            any_crashed |= bool(crashed)
             cells = [
-                str(e["method"]),
-                str(e["n"]),
+                str(e["method"]) + (f" ({', '.join(settings)})" if settings else ""),
+                f"{e['n']} of {e['n'] + crashed} ({crashed} crashed)" if crashed else str(e["n"]),
                 _mean_std(e["final_mean"], e["final_std"]) + mark,
                 _pct(e["final_worst"]) + mark,
                 _mean_std(e["peak_mean"], e["peak_std"]) + mark,
@@ -392,12 +706,66 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
         )
     if any_grid:
         notes.append("Chosen LR: the grid learning rate picked on the validation split, averaged over seeds.")
+    if any_crashed:
+        notes.append(
+            'Seeds "n of m (k crashed)": k of the m runs raised and have no result, so they are not in '
+            "the statistics; Not counted below lists each with its error."
+        )
     lines += [f"- {note}" for note in notes]
+    if isinstance(summary_rows, Summary):
+        lines += _not_counted(summary_rows)
     return "\n".join(lines) + "\n"
 
 
+def _not_counted(summary: Summary) -> list[str]:
+    """The section that lists what the report left out, and why; nothing where it left nothing out."""
+
+    def where(path: Path) -> str:
+        try:
+            shown = path.relative_to(summary.root) if summary.root is not None else path
+        except ValueError:
+            shown = path
+        return f"`{shown.as_posix()}`"
+
+    def short(text: str) -> str:
+        return text if len(text) <= 300 else text[:297] + "..."
+
+    lines: list[str] = []
+    if summary.failed:
+        lines += [
+            "",
+            f"Runs that crashed ({len(summary.failed)}): they raised and left no summary.json "
+            "(failures.jsonl holds each traceback); `aalr compare` runs them again:",
+            "",
+        ]
+        lines += [f"- {where(f.run_dir)}: {short(f.error)}" for f in summary.failed]
+    damaged = [item for item in summary.skipped if item.duplicate_of is None]
+    if damaged:
+        lines += [
+            "",
+            f"Files that could not be used ({len(damaged)}); the run each belongs to is left out:",
+            "",
+        ]
+        lines += [f"- {where(item.path)}: {short(item.reason)}" for item in damaged]
+    duplicates = [item for item in summary.skipped if item.duplicate_of is not None]
+    if duplicates:
+        lines += [
+            "",
+            f"Duplicates skipped ({len(duplicates)}): runs with the same settings and seed as a run "
+            "counted (a copy, or a run made twice), which would count one seed twice:",
+            "",
+        ]
+        lines += [
+            f"- {where(item.path)}: the same as {where(item.duplicate_of)}"
+            for item in duplicates
+            if item.duplicate_of is not None
+        ]
+    return ["", "## Not counted", *lines] if lines else []
+
+
 def to_csv(summary_rows: Sequence[dict[str, Any]]) -> str:
-    """CSV, one line per (experiment, method); accuracies as fractions, empty where missing."""
+    """CSV, one line per table row (experiment, method and any setting that sets it apart); accuracies
+    as fractions, empty where missing."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -443,8 +811,8 @@ def _lr_trajectory(row: dict[str, Any]) -> list[float]:
     return [v if v is not None and v > 0 else math.nan for v in values]
 
 
-def _label(row: dict[str, Any], several_experiments: bool) -> str:
-    method = str(row.get("method"))
+def _label(row: dict[str, Any], several_experiments: bool, settings: Sequence[str] = ()) -> str:
+    method = str(row.get("method")) + (f" ({', '.join(settings)})" if settings else "")
     return f"{row.get('experiment')}/{method}" if several_experiments else method
 
 
@@ -474,21 +842,22 @@ def plot_lr_trajectories(
     plt = _pyplot()
     chosen = _select_rows(rows, experiment)
     several = len(_first_seen(r.get("experiment") for r in chosen)) > 1
-    firsts: dict[tuple[Any, Any], dict[str, Any]] = {}
+    firsts: dict[GroupKey, dict[str, Any]] = {}
     for row in chosen:
-        key = (row.get("experiment"), row.get("method"))
+        key = _group_key(row)
         current = firsts.get(key)
         if current is None or (row.get("seed") or 0) < (current.get("seed") or 0):
             firsts[key] = row
+    labels = _distinguishing(firsts)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
-        for index, row in enumerate(firsts.values()):
+        for index, (key, row) in enumerate(firsts.items()):
             lrs = _lr_trajectory(row)
             ax.plot(
                 range(1, len(lrs) + 1),
                 lrs,
                 drawstyle="steps-mid",
-                label=_label(row, several),
+                label=_label(row, several, labels[key]),
                 **_style(index, str(row.get("method"))),
             )
         ax.set_yscale("log")
@@ -519,13 +888,14 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: Path | str, *, experimen
     plt = _pyplot()
     chosen = _select_rows(rows, experiment)
     several = len(_first_seen(r.get("experiment") for r in chosen)) > 1
-    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    groups: dict[GroupKey, list[dict[str, Any]]] = {}
     for row in chosen:
-        groups.setdefault((row.get("experiment"), row.get("method")), []).append(row)
+        groups.setdefault(_group_key(row), []).append(row)
+    labels = _distinguishing(groups)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
-        for index, runs in enumerate(groups.values()):
-            label = _label(runs[0], several)
+        for index, (group, runs) in enumerate(groups.items()):
+            label = _label(runs[0], several, labels[group])
             epochs, mean = _mean_curve(runs, "test_acc")
             look = _style(index, str(runs[0].get("method")))
             (line,) = ax.plot(epochs, [100 * v for v in mean], label=f"{label} (n={len(runs)})", **look)
@@ -657,11 +1027,13 @@ def write_report(
 
     Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` per experiment, and
     ``batchsize_<dataset>_<model>.png`` where AALR ran at several batch sizes on one dataset/model.
-    Returns the path of report.md.
+    report.md ends with what the runs left out (failed runs, files that could not be used,
+    duplicates) when there is any. Returns the path of report.md.
     """
     root = Path(root)
     rows = collect(root) if rows is None else rows  # ``rows``: collect(root) made already
-    if not rows:
+    left_out = isinstance(rows, Runs) and bool(rows.skipped or rows.failed)
+    if not rows and not left_out:
         raise ValueError(f"no finished runs (folders with summary.json) under {root}")
     out_dir = Path(out) if out is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)

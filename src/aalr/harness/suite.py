@@ -23,6 +23,12 @@ Tables (e.g. ``augment``) merge key by key; everything else is replaced whole.
 a first seed before any has a second) and skips finished ones, so a killed suite continues where
 it stopped. It writes ``suite.json`` (the run order, which the report keeps) and ``failures.jsonl``
 (one line per run that raised) into the output folder.
+
+A finished run is reused only if it was made with the settings the suite gives it now
+(:func:`run_settings` of both agree); otherwise :func:`run_suite` refuses before any run starts, naming
+each setting with both values, so that an edited suite never mixes old results into new tables.
+:func:`read_json_object` reads the JSON files of a results folder and says, in a :class:`UnusableFile`,
+why one cannot be used; the report lists these reasons.
 """
 
 from __future__ import annotations
@@ -48,10 +54,14 @@ __all__ = [
     "SUITES_DIR",
     "RunSpec",
     "Suite",
+    "UnusableFile",
     "available_suites",
     "is_finished",
     "load_suite",
+    "read_json_object",
     "read_summary",
+    "read_text_file",
+    "run_settings",
     "run_suite",
 ]
 
@@ -68,6 +78,8 @@ RESERVED_KEYS = {
 }
 # Names become folder names: keep them to one safe path component.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# How a run was made, not what it trained: never a reason to refuse a finished run or to tell two apart.
+_MADE_WITH = frozenset({"version", "git_commit"})
 
 
 # The suites live inside the package (``aalr/suites``), so a wheel carries them; the repository's
@@ -317,6 +329,88 @@ def is_finished(run_dir: Path | str) -> bool:
     return read_summary(run_dir) is not None
 
 
+class UnusableFile(ValueError):
+    """A file of a results folder that cannot be used: ``path`` and ``reason`` ("empty", "not valid
+    JSON (...)", ...), the words a report lists it with."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def read_text_file(path: Path, *, allow_empty: bool = False) -> str:
+    """The UTF-8 text of ``path``; raises :class:`UnusableFile` if it is missing, a directory,
+    unreadable, empty or blank (unless ``allow_empty``) or not UTF-8 (naming the first bad byte and
+    its line)."""
+    if path.is_dir():
+        raise UnusableFile(path, "a directory, not a file")
+    if not path.exists():
+        raise UnusableFile(path, "missing")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UnusableFile(path, f"cannot be read ({error.strerror or error})") from error
+    if not data.strip() and not allow_empty:
+        raise UnusableFile(path, "empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UnusableFile(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})") from error
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; raises :class:`UnusableFile` saying why there is none."""
+    text = read_text_file(path)
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise UnusableFile(path, f"not valid JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise UnusableFile(path, f"a JSON {_json_type(value)}, not an object")
+    return value
+
+
+def run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What a run trained: its settings (a config.json, or a suite's config for a run), each one it
+    does not name at today's default, without those that say how it ran rather than what (device,
+    precision, channels_last, data_dir, progress: a resume may change them) or with what code
+    (version, git_commit).
+
+    Two runs with equal settings trained the same thing. A setting added after a run was made is
+    taken at its default, which keeps the old behaviour; a key that is no longer a setting is kept
+    unless it is empty (None, {} or []), as the former name of ``method_args`` is in older runs.
+    """
+    from aalr.harness.config import TrainConfig
+    from aalr.harness.rundir import RESUMABLE_DIFFERENCES
+
+    defaults = TrainConfig().to_dict()
+    ignored = RESUMABLE_DIFFERENCES | _MADE_WITH
+    merged = {**defaults, **config}
+    return {
+        key: value
+        for key, value in merged.items()
+        if key not in ignored and (key in defaults or value not in (None, {}, []))
+    }
+
+
+def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``key: A in the run, B in the suite`` for each setting on which the two settings differ."""
+    mine, theirs = run_settings(saved), run_settings(wanted)
+    missing = "(not set)"
+    return [
+        f"{key}: {mine.get(key, missing)!r} in the run, {theirs.get(key, missing)!r} in the suite"
+        for key in sorted(set(mine) | set(theirs))
+        if mine.get(key, missing) != theirs.get(key, missing)
+    ]
+
+
 def _select(suite: Suite, only: str | None, out_root: Path) -> list[RunSpec]:
     """Runs matching ``only``: an experiment, a method, or a glob over ``experiment/method/seed<k>``."""
     if only is None:
@@ -381,6 +475,35 @@ def _record_failure(out_root: Path, run: RunSpec, run_dir: Path, message: str, t
         handle.write(json.dumps(record) + "\n")
 
 
+def _refuse_other_settings(suite: Suite, selected: list[RunSpec], out_root: Path) -> None:
+    """Raises ValueError, before any run, if a selected run's folder holds a run (finished or not) made
+    with other settings than the suite gives it now, or one whose settings cannot be read."""
+    shown, problems = 5, []
+    for run in selected:
+        path = run.run_dir(out_root) / "config.json"
+        if not path.exists() and not is_finished(path.parent):
+            continue  # nothing there yet, or a run that failed before its first checkpoint
+        where = run.run_dir(out_root).relative_to(out_root).as_posix()
+        try:
+            differences = _differences(read_json_object(path), run.config)
+        except UnusableFile as error:
+            problems.append(f"{where}: its settings cannot be checked: config.json is {error.reason}")
+            continue
+        if differences:
+            problems.append(f"{where}: {'; '.join(differences)}")
+    if problems:
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise ValueError(
+            f"{out_root} holds {len(problems)} run(s) made with other settings than suite {suite.name!r} "
+            "gives them now (or whose settings cannot be read); they are not reused, so that old and new "
+            "results never mix:\n  "
+            + "\n  ".join(problems[:shown])
+            + more
+            + "\nGive another --out, or delete those runs' folders to run them again with the suite's "
+            "settings."
+        )
+
+
 def run_suite(
     suite: Suite,
     out_root: Path | str,
@@ -391,20 +514,27 @@ def run_suite(
 ) -> list[Path]:
     """Runs every run of ``suite`` (or those matching ``only``) with ``run_fn(config, run_dir)``.
 
-    Finished runs are skipped. A run folder that exists with something in it but no summary is
+    Finished runs are skipped. First, though, every selected run's folder that holds a run (a
+    config.json or a summary) is checked against the settings the suite gives it now
+    (:func:`run_settings`); a difference, or a config.json that cannot be read, raises ValueError
+    naming the run, the setting and both values, before anything is run or written. A run folder
+    that exists with something in it but no summary is
     passed on with ``config["resume"] = True`` (train.py resumes from its checkpoint, or starts
     afresh if it has none); other runs get ``resume = False``. A run that raises, or returns
     without writing its summary, is reported through ``progress`` and appended to
-    ``out_root/failures.jsonl``, and the suite goes on. KeyboardInterrupt still stops it.
+    ``out_root/failures.jsonl``, and the suite goes on; the last line through ``progress`` then says
+    how many failed. KeyboardInterrupt still stops it.
 
     Returns the folders of the selected runs that are finished when the suite ends, in run order.
     """
     out_root = Path(out_root)
     selected = _select(suite, only, out_root)
+    _refuse_other_settings(suite, selected, out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     _write_order(suite, out_root)
 
     finished: list[Path] = []
+    failed = 0
     total = len(selected)
     for index, run in enumerate(selected, start=1):
         run_dir = run.run_dir(out_root)
@@ -422,15 +552,19 @@ def run_suite(
             message = f"{type(error).__name__}: {error}"
             progress(f"{label}: FAILED ({message}); recorded in {out_root / 'failures.jsonl'}")
             _record_failure(out_root, run, run_dir, message, traceback.format_exc())
+            failed += 1
             continue
         summary = read_summary(run_dir)
         if summary is None:
             message = "run_fn returned without writing summary.json"
             progress(f"{label}: FAILED ({message})")
             _record_failure(out_root, run, run_dir, message, "")
+            failed += 1
             continue
         finished.append(run_dir)
         final = summary.get("final_test_acc")
         result = f"final test acc {100 * final:.2f}%" if isinstance(final, (int, float)) else "done"
         progress(f"{label}: {summary.get('status', 'finished')}, {result}")
+    if failed:
+        progress(f"{failed} of {total} run(s) failed; each is recorded in {out_root / 'failures.jsonl'}")
     return finished
