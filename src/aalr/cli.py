@@ -253,6 +253,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print()
     print(to_markdown(summarize(rows), title=f"Suite {suite.name}"))
     print(f"report: {report}")
+    if rows.failed:  # the report shows them; the exit code must too, or a script would take it as done
+        print(
+            f"aalr compare: {len(rows.failed)} run(s) failed; see the report and {out / 'failures.jsonl'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -644,11 +644,6 @@ def test_compare_keeps_a_failed_method_in_the_table_and_lists_each_failure(
     assert (tmp_path / "out" / "results.csv").read_text().splitlines()[2].startswith("tiny,sgdr,")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the exit code is cli.py's, which another branch edits: _cmd_compare is to return 1 after "
-    "writing the report when collect(out).failed is not empty (the lead merges it)",
-)
 def test_compare_exits_1_after_writing_the_report_when_a_run_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
