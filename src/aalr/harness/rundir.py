@@ -3,7 +3,8 @@
 Files of a run (see DESIGN.md): ``config.json`` (every setting, package version, git commit),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the one before),
 ``summary.json`` written last: a run is finished iff ``summary.json`` exists. Every file is written to a
-temporary file and renamed, so a kill leaves the old file or the new one, never half of one; checkpoints
+temporary file and renamed, so a kill leaves the old file or the new one, never half of one; a write that
+fails (a full disk) is one :class:`WriteError` naming the file, the files before it intact. Checkpoints
 load with ``weights_only=True`` only, and a corrupted one falls back to the previous one. Before training
 :func:`prepare_out_dir` refuses another run's directory unless ``--resume`` (same settings) or ``--force``
 (the old run is moved to :data:`REPLACED` until the new run has its first checkpoint, and put back by
@@ -12,14 +13,18 @@ load with ``weights_only=True`` only, and a corrupted one falls back to the prev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,11 @@ RESUMABLE_DIFFERENCES = frozenset(
     {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
 MIN_FREE_MIB = 50
+
+
+class WriteError(OSError):
+    """A file of the run could not be written (a full disk, a vanished mount); the files written
+    before it are intact, so the run continues with --resume once the cause is fixed."""
 
 
 # -- writing files -------------------------------------------------------------------------------
@@ -73,8 +83,40 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or one it was raised while handling (torch's zip writer
+    answers a failed write with a RuntimeError of its own about file positions)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` into one :class:`WriteError` that names it."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as error:
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
+        failed = WriteError(
+            f"cannot write {str(path)!r}: {cause.strerror or cause}; the files written before it are intact"
+        )
+        failed.errno = cause.errno
+        raise failed from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    with _writing(path):
+        atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -96,17 +138,18 @@ def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str
 def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
     """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
     path = out / CHECKPOINT
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        atomic_torch_save(state, tmp)
-        if path.exists():
-            os.replace(path, out / PREVIOUS_CHECKPOINT)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_directory(out)  # make both renames durable
+    with _writing(path):
+        fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            atomic_torch_save(state, tmp)
+            if path.exists():
+                os.replace(path, out / PREVIOUS_CHECKPOINT)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_directory(out)  # make both renames durable
 
 
 def _zip_is_intact(path: Path) -> str | None:
@@ -121,11 +164,16 @@ def _zip_is_intact(path: Path) -> str | None:
 
 
 def short_error(error: Exception) -> str:
-    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
+    """One line. torch's refusal of a pickled object spans a page and advises weights_only=False,
+    which would run whatever code the file names: it is never shown, only what the file holds."""
     text = str(error)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text or "Weights only" in text:
+        names = list(dict.fromkeys(re.findall(r"GLOBAL\s+([\w.]+)", text)))
+        held = f" ({', '.join(names)})" if names else ""
+        return (
+            f"it holds objects{held} that only pickle can load, which can run any code; aalr loads "
+            "checkpoints with torch.load(weights_only=True) only and does not load such files"
+        )
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(error).__name__}: {first[:200]}"
 
@@ -158,9 +206,7 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
             log.warning("resuming from the previous checkpoint %s", path)
         return state
     if errors:
-        raise RunError(
-            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
-        )
+        raise RunError("; ".join(errors) + "; no good checkpoint is left (--force starts the run over)")
     return None
 
 
