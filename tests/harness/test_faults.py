@@ -1,6 +1,8 @@
 """Faults a hostile sweep found, each with its regression test, and the mechanisms that fix them, each with
 a property or fault-injection test:
 
+- one judge of what a summary is (rundir.read_summary): every kind of damaged summary is "not
+  finished", and a resume (or compare) finishes the run again from its checkpoint;
 - one-line messages for a full disk and an unsafe checkpoint.
 
 Processes that must die by SIGKILL (or be paused) run in the crash server of test_crash.py.
@@ -9,6 +11,7 @@ Processes that must die by SIGKILL (or be paused) run in the crash server of tes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -20,8 +23,9 @@ import torch
 from test_bad_input import run_cli  # tests/harness is on sys.path
 from test_crash import Server, metrics
 
+from aalr.cli import main
 from aalr.harness import rundir
-from aalr.harness.rundir import short_error
+from aalr.harness.rundir import is_finished, read_summary, short_error
 
 DIGITS = ["--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--train-subset", "64",
           "--device", "cpu", "--no-progress"]  # fmt: skip
@@ -104,6 +108,87 @@ def test_a_failed_write_is_one_write_error_naming_the_file(
         rundir.save_checkpoint(tmp_path, {"epoch": 1})
     assert raised.value.errno == 28 and raised.value.__suppress_context__
     assert list(tmp_path.iterdir()) == []
+
+
+# -- row 10: one judge of what a summary is --------------------------------------------------------
+def damaged_summaries() -> dict[str, str]:
+    good = {"status": "finished", "method": "sgdr", "dataset": "digits", "model": "mlp", "seed": 1,
+            "epochs": 2, "final_test_acc": 0.5, "peak_test_acc": 0.5, "lr_trajectory": [0.1, 0.1],
+            "wall_seconds": 1.0}  # fmt: skip
+    return {
+        "not JSON": '{"status": "fini',
+        "empty": "",
+        "a JSON list": "[1, 2]",
+        "a JSON string": '"finished"',
+        "an empty object": "{}",
+        "a status alone": '{"status": "finished"}',
+        "missing a key": json.dumps({k: v for k, v in good.items() if k != "lr_trajectory"}),
+        "a wrong status": json.dumps({**good, "status": "FAILED"}),
+        "a wrong type": json.dumps({**good, "epochs": "two"}),
+        "a boolean for a number": json.dumps({**good, "final_test_acc": True}),
+    }
+
+
+DAMAGED = damaged_summaries()
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_a_damaged_summary_is_not_finished_and_resume_finishes_the_run_again(
+    finished: Path, tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = copy(finished, tmp_path / "r")
+    original = json.loads((out / "summary.json").read_text())
+    rows = (out / "metrics.jsonl").read_text()
+    (out / "summary.json").write_text(DAMAGED[kind])
+    assert read_summary(out) is None and not is_finished(out)
+    code, err = run_cli(train_argv(NEW, out, "--resume"))
+    assert code == 0, err
+    assert f"{out / 'summary.json'} is not a run's summary" in caplog.text
+    assert "finishing the run again from its checkpoint" in caplog.text
+    repaired = read_summary(out)
+    assert repaired is not None
+    assert {k: v for k, v in repaired.items() if k != "wall_seconds"} == {
+        k: v for k, v in original.items() if k != "wall_seconds"
+    }
+    assert (out / "metrics.jsonl").read_text() == rows  # from the last checkpoint: no epoch trained again
+
+
+def test_a_real_summary_is_one(finished: Path) -> None:
+    assert rundir.summary_problem(json.loads((finished / "summary.json").read_text())) is None
+
+
+def tiny_suite(path: Path) -> Path:
+    path.write_text(
+        'name = "s"\n[defaults]\ndataset = "digits"\nmodel = "mlp"\nmethods = ["sgdr"]\nseeds = [0]\n'
+        "epochs = 1\ntrain_subset = 64\nbatch_size = 32\n"
+    )
+    return path
+
+
+def test_compare_repairs_a_damaged_summary_instead_of_failing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tiny_suite(tmp_path / "s.toml")
+    argv = [
+        "compare",
+        "--suite",
+        str(suite),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    (run_dir,) = [p.parent for p in (tmp_path / "o").rglob("summary.json")]
+    (run_dir / "summary.json").write_text("[1, 2]")
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "FAILED" not in printed and "resuming" in printed, printed
+    assert is_finished(run_dir)
+    assert main(argv) == 0
+    assert "finished already, skipped" in capsys.readouterr().out
 
 
 # -- row 15: a checkpoint holding pickled objects --------------------------------------------------

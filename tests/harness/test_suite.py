@@ -285,6 +285,15 @@ def test_table2_follows_the_paper() -> None:
 # Running
 
 
+def a_summary(**values: Any) -> dict[str, Any]:
+    """A summary.json with every key a finished run writes (what read_summary takes for a summary)."""
+    return {
+        "status": "finished", "method": "aalr", "dataset": "digits", "model": "mlp", "seed": 0,
+        "epochs": 1, "final_test_acc": 0.5, "peak_test_acc": 0.5, "lr_trajectory": [0.1],
+        "wall_seconds": 1.0, **values,
+    }  # fmt: skip
+
+
 class FakeTrain:
     """Records its calls and writes a summary like train.py; fails for the methods it is told to."""
 
@@ -301,7 +310,7 @@ class FakeTrain:
         (out_dir / "config.json").write_text(json.dumps(config))
         if config["method"] in self.silent:
             return
-        (out_dir / "summary.json").write_text(json.dumps({"status": "finished", "final_test_acc": 0.5}))
+        (out_dir / "summary.json").write_text(json.dumps(a_summary(method=config["method"])))
 
 
 def small_suite(tmp_path: Path) -> Any:
@@ -348,7 +357,7 @@ def test_partial_runs_resume_and_finished_runs_are_skipped(tmp_path: Path) -> No
     out = tmp_path / "out"
     finished, partial, empty = suite.runs[0], suite.runs[1], suite.runs[2]
     finished.run_dir(out).mkdir(parents=True)
-    (finished.run_dir(out) / "summary.json").write_text(json.dumps({"status": "finished"}))
+    (finished.run_dir(out) / "summary.json").write_text(json.dumps(a_summary()))
     partial.run_dir(out).mkdir(parents=True)
     (partial.run_dir(out) / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (partial.run_dir(out) / "summary.json.tmp").write_text("{")  # a write that was cut short
@@ -430,8 +439,12 @@ def test_read_summary_needs_a_json_object(tmp_path: Path) -> None:
     assert read_summary(tmp_path) is None
     (tmp_path / "summary.json").write_text('{"status": "fin')
     assert not is_finished(tmp_path)
+    # a status alone is not a summary: a finished run writes its results too (tests/harness/test_faults.py)
     (tmp_path / "summary.json").write_text('{"status": "diverged"}')
-    assert read_summary(tmp_path) == {"status": "diverged"}
+    assert read_summary(tmp_path) is None
+    assert not is_finished(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps(a_summary(status="diverged")))
+    assert read_summary(tmp_path) == a_summary(status="diverged")
     assert is_finished(tmp_path)
 
 

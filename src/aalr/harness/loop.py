@@ -39,8 +39,8 @@ from aalr.harness.tensorboard import TensorBoardLog
 
 log = logging.getLogger("aalr.harness")
 
-STATUS_FINISHED = "finished"
-STATUS_DIVERGED = "diverged"
+STATUS_FINISHED = rundir.STATUS_FINISHED
+STATUS_DIVERGED = rundir.STATUS_DIVERGED
 BN_REFRESH_BATCHES = 50  # schedule-free's README refreshes BatchNorm statistics on "a few" (its example: 50)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 

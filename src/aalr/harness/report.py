@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aalr.harness.suite import read_summary
+from aalr.harness.rundir import read_summary
 
 log = logging.getLogger("aalr.report")
 

@@ -2,10 +2,12 @@
 
 Files of a run (see DESIGN.md): ``config.json`` (every setting, package version, git commit),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the one before),
-``summary.json`` written last: a run is finished iff ``summary.json`` exists. Every file is written to a
-temporary file and renamed, so a kill leaves the old file or the new one, never half of one; a write that
-fails (a full disk) is one :class:`WriteError` naming the file, the files before it intact. Checkpoints
-load with ``weights_only=True`` only, and a corrupted one falls back to the previous one. Before training
+``summary.json`` written last: a run is finished iff ``summary.json`` holds a summary
+(:func:`read_summary`, the one judge of that, which the suite runner and the report use too). Every
+file is written to a temporary file and renamed, so a kill leaves the old file or the new one, never
+half of one; a write that fails (a full disk) is one :class:`WriteError` naming the file, the files
+before it intact. Checkpoints load with ``weights_only=True`` only, and a corrupted one falls back to
+the previous one. Before training
 :func:`prepare_out_dir` refuses another run's directory unless ``--resume`` (same settings) or ``--force``
 (the old run is moved to :data:`REPLACED` until the new run has its first checkpoint, and put back by
 :func:`undo_failed_start` if it fails before one). Under ``torchrun`` only rank 0 writes here.
@@ -49,6 +51,24 @@ RESUMABLE_DIFFERENCES = frozenset(
     {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
 MIN_FREE_MIB = 50
+
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+SUMMARY_STATUSES = (STATUS_FINISHED, STATUS_DIVERGED)
+# Keys every summary.json this harness ever wrote holds, and what each must be.
+_NUMBER = (int, float)
+SUMMARY_KEYS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "method": (str,),
+    "dataset": (str,),
+    "model": (str,),
+    "seed": (int,),
+    "epochs": (int,),
+    "final_test_acc": (*_NUMBER, type(None)),
+    "peak_test_acc": (*_NUMBER, type(None)),
+    "lr_trajectory": (list,),
+    "wall_seconds": _NUMBER,
+}
 
 
 class WriteError(OSError):
@@ -132,6 +152,55 @@ def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str
     """The settings a run's config.json records (besides version and commit) and --resume compares."""
     settings = _json_safe(config.to_dict())
     return {**settings, "validation_split": True} if validation else settings
+
+
+# -- what a summary is ---------------------------------------------------------------------------
+def summary_problem(value: Any) -> str | None:
+    """Why ``value`` (a parsed summary.json) is not a run's summary, or None when it is one."""
+    if not isinstance(value, dict):
+        return f"it holds a JSON {type(value).__name__}, not an object"
+    status = value.get("status")
+    if status not in SUMMARY_STATUSES:
+        return f"its status is {status!r}, not one of {', '.join(SUMMARY_STATUSES)}"
+    missing = [key for key in SUMMARY_KEYS if key not in value]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    wrong = [
+        key
+        for key, types in SUMMARY_KEYS.items()
+        if not isinstance(value[key], types) or isinstance(value[key], bool)
+    ]
+    if wrong:
+        return "it has " + ", ".join(f"{key} = {value[key]!r}" for key in wrong)
+    return None
+
+
+def _summary_and_problem(run_dir: Path | str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's summary, or None and why not (None, None: there is no summary.json)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"it cannot be read ({error})"
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        return None, f"it is not JSON ({error})"
+    problem = summary_problem(value)
+    return (value, None) if problem is None else (None, problem)
+
+
+def read_summary(run_dir: Path | str) -> dict[str, Any] | None:
+    """The run's ``summary.json`` when it holds a summary (a dict with a known status and the keys
+    every finished run writes), else None: missing, unreadable, damaged or not a summary."""
+    return _summary_and_problem(run_dir)[0]
+
+
+def is_finished(run_dir: Path | str) -> bool:
+    """A run is finished iff its summary.json holds a summary (train.py writes it last, atomically)."""
+    return read_summary(run_dir) is not None
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -313,14 +382,22 @@ def look_before_run(
     out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
 ) -> dict[str, Any]:
     """:func:`prepare_out_dir`, and the summary of a run that has finished already:
-    ``{"resuming": bool, "summary": dict | None}``. An unreadable summary.json means the run is
-    finished again."""
+    ``{"resuming": bool, "summary": dict | None}``. A summary.json that is damaged or not a summary
+    (:func:`read_summary`) means the run is finished again, which is said."""
     resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
-    if resuming and (out / "summary.json").exists():
-        try:
-            return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-        except json.JSONDecodeError:
-            log.warning("summary.json in %s is unreadable; finishing the run again", out)
+    if resuming:
+        summary, problem = _summary_and_problem(out)
+        if summary is not None:
+            return {"resuming": True, "summary": summary}
+        if problem is not None:
+            has_checkpoint = any((out / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT))
+            again = "from its checkpoint" if has_checkpoint else "from the start (no checkpoint)"
+            log.warning(
+                "%s is not a run's summary (%s); finishing the run again %s",
+                out / "summary.json",
+                problem,
+                again,
+            )
     return {"resuming": resuming, "summary": None}
 
 
