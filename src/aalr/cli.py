@@ -149,7 +149,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from aalr.harness.tensorboard import require_tensorboard
 
         require_tensorboard()
-    if args.resume and not (Path(args.out) / "config.json").exists() and distributed.is_main():
+    from aalr.harness.rundir import nothing_to_resume
+
+    if args.resume and nothing_to_resume(Path(args.out)) and distributed.is_main():
         print(
             f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
             file=sys.stderr,

@@ -1,6 +1,9 @@
 """Faults a hostile sweep found, each with its regression test, and the mechanisms that fix them, each with
 a property or fault-injection test:
 
+- one writer per output directory (a lock held for the whole run): two writers, a stale lock;
+- --force never loses the run it replaces: killed after every single change it makes to the folder,
+  and its repair killed after every change too, the old run is back, or the new one continues;
 - one judge of what a summary is (rundir.read_summary): every kind of damaged summary is "not
   finished", and a resume (or compare) finishes the run again from its checkpoint;
 - one-line messages for a full disk and an unsafe checkpoint.
@@ -14,6 +17,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,8 @@ from test_bad_input import run_cli  # tests/harness is on sys.path
 from test_crash import Server, metrics
 
 from aalr.cli import main
-from aalr.harness import rundir
+from aalr.harness import guard, rundir, train
+from aalr.harness.config import RunError, TrainConfig
 from aalr.harness.rundir import is_finished, read_summary, short_error
 
 DIGITS = ["--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--train-subset", "64",
@@ -39,13 +45,19 @@ def train_argv(settings: list[str], out: Path, *extra: str) -> list[str]:
 
 
 def tree(directory: Path) -> dict[str, bytes | None]:
-    """Every file (its bytes) and folder (None) under ``directory``."""
+    """Every file (its bytes) and folder (None) under ``directory``, but the lock file: a killed run
+    leaves it behind, as it must (the lock is the kernel's, not the file's)."""
     if not directory.exists():
         return {}
     return {
         str(path.relative_to(directory)): path.read_bytes() if path.is_file() else None
         for path in sorted(directory.rglob("*"))
+        if path.name != guard.LOCK
     }
+
+
+def no_backup(out: Path) -> bool:
+    return not (out / guard.REPLACED).exists() and not (out / guard.MOVING).exists()
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +74,15 @@ def ok(reply: dict[str, Any], log: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def old_run(server: Server) -> Path:
+    """A finished grid run: every file a run has (grid/, both checkpoints, summary)."""
+    out = server.root / "old"
+    ok(*server.train(train_argv(OLD, out)))
+    assert {p.name for p in out.iterdir()} == set(rundir.RUN_FILES)
+    return out
+
+
+@pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run made in this process (for the tests that need no kill)."""
     out = tmp_path_factory.mktemp("runs") / "done"
@@ -73,6 +94,257 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy(run: Path, to: Path) -> Path:
     shutil.copytree(run, to)
     return to
+
+
+# -- row 3: one writer per output directory -------------------------------------------------------
+@pytest.mark.parametrize("flags", [[], ["--resume"], ["--force"]])
+def test_a_second_writer_on_a_running_out_exits_2_naming_the_first(
+    server: Server, tmp_path: Path, flags: list[str]
+) -> None:
+    out, ready, go = tmp_path / "x", tmp_path / "ready", tmp_path / "go"
+    log = server.start(train_argv(NEW, out), {"kind": "pause", "ready": str(ready), "go": str(go)})
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the first run never started training"
+            time.sleep(0.05)
+        holder = json.loads((out / guard.LOCK).read_text())
+        before = tree(out)
+        code, err = run_cli(train_argv(OLD, out, *flags))  # another run's settings, into the same folder
+        assert code == 2, err
+        assert "in use by another aalr run" in err and f"pid {holder['pid']}" in err, err
+        assert "Traceback" not in err and err.count("\n") == 1
+        assert tree(out) == before  # not a byte changed under the run that holds the folder
+    finally:
+        go.write_text("go")
+    reply, text = server.wait(log)
+    ok(reply, text)
+    saved = json.loads((out / "config.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (saved["method"], saved["seed"], summary["method"], summary["seed"]) == ("sgdr", 1, "sgdr", 1)
+    assert len(metrics(out)) == summary["epochs"] == 2
+    assert not (out / guard.LOCK).exists()  # a run that ends removes its lock file
+
+
+def test_the_lock_of_a_killed_run_blocks_nothing(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    reply, log = server.train(train_argv(NEW, out), {"kind": "batch", "at": 3})
+    assert reply["signal"] == signal.SIGKILL, log
+    assert (out / guard.LOCK).exists()  # the file stays; the kernel dropped the lock with the process
+    ok(*server.train(train_argv(NEW, out, "--resume")))
+    assert is_finished(out) and not (out / guard.LOCK).exists()
+
+
+def test_the_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    first = guard.lock_out_dir(out)
+    with pytest.raises(RunError, match=rf"in use by another aalr run \(pid {os.getpid()} on "):
+        guard.lock_out_dir(out)  # flock: two open files conflict even within one process
+    waiting = os.open(out / guard.LOCK, os.O_RDWR)  # a process that opened the file before the release
+    first.release()
+    assert not (out / guard.LOCK).exists()
+    second = guard.lock_out_dir(out)  # a new file: the waiter's old one no longer counts
+    try:
+        assert not os.path.samestat(os.fstat(waiting), os.stat(out / guard.LOCK))
+    finally:
+        os.close(waiting)
+        second.release()
+
+
+# -- row 4: --force never loses the run it replaces -----------------------------------------------
+def record_changes(server: Server, argv: list[str], out: Path, record: Path) -> list[list[str]]:
+    """The changes ``argv`` makes under ``out``, in order (paths relative to ``out``)."""
+    ok(*server.train(argv, {"kind": "file_ops", "under": str(out), "record": str(record)}))
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def touches_backup(change: list[str]) -> bool:
+    return any(path.startswith((guard.REPLACED, guard.MOVING)) for path in change[1:])
+
+
+def test_force_killed_after_any_change_never_loses_the_run_it_replaces(
+    server: Server, old_run: Path, tmp_path: Path
+) -> None:
+    original = tree(old_run)
+    reference = copy(old_run, tmp_path / "reference")  # an uninterrupted --force, recorded
+    changes = record_changes(
+        server, train_argv(NEW, reference, "--force"), reference, tmp_path / "changes.jsonl"
+    )
+    first_checkpoint = 1 + next(
+        i for i, c in enumerate(changes) if c[0] == "replace" and c[2] == "checkpoint.pt"
+    )
+    backup_gone = 1 + max(i for i, c in enumerate(changes) if touches_backup(c))
+    assert 1 < first_checkpoint < backup_gone  # the backup is deleted only after the first checkpoint
+    assert no_backup(reference) and json.loads((reference / "summary.json").read_text())["seed"] == 1
+    for at in range(1, backup_gone + 2):  # after every change until the backup is gone, and one more
+        where = f"killed after change {at}, {changes[at - 1]}"
+        out = copy(old_run, tmp_path / f"killed{at}")
+        reply, log = server.train(
+            train_argv(NEW, out, "--force"), {"kind": "file_ops", "under": str(out), "at": at}
+        )
+        assert reply["signal"] == signal.SIGKILL, f"{where}: {log}"
+        if at < first_checkpoint:
+            # the new run has no checkpoint: the next start puts the old run back, whole
+            reply, log = server.train(train_argv(OLD, out, "--resume"))
+            assert reply == {"signal": None, "code": 0}, f"{where}: {log}"
+            assert tree(out) == original, where
+        else:
+            # the new run had replaced the old one: the old settings are refused, the new run continues
+            reply, log = server.train(train_argv(OLD, out, "--resume"))
+            assert reply["code"] == 2 and "settings that differ" in log, f"{where}: {log}"
+            reply, log = server.train(train_argv(NEW, out, "--resume"))
+            assert reply == {"signal": None, "code": 0}, f"{where}: {log}"
+            assert no_backup(out), where
+            assert metrics(out) == metrics(reference), where
+        shutil.rmtree(out)
+
+
+def test_the_repair_of_an_interrupted_force_killed_after_any_change_still_puts_the_run_back(
+    server: Server, old_run: Path, tmp_path: Path
+) -> None:
+    original = tree(old_run)
+    probe = copy(old_run, tmp_path / "probe")
+    changes = record_changes(server, train_argv(NEW, probe, "--force"), probe, tmp_path / "force.jsonl")
+    # killed once the new run has written its config.json: the backup complete, a new run begun
+    config_written = 1 + next(i for i, c in enumerate(changes) if c[0] == "replace" and c[2] == "config.json")
+
+    def interrupted(name: str) -> Path:
+        out = copy(old_run, tmp_path / name)
+        reply, log = server.train(
+            train_argv(NEW, out, "--force"), {"kind": "file_ops", "under": str(out), "at": config_written}
+        )
+        assert reply["signal"] == signal.SIGKILL, log
+        assert (out / guard.REPLACED).is_dir() and (out / "config.json").exists()
+        return out
+
+    state = interrupted("state")
+    repair = record_changes(server, train_argv(OLD, state, "--resume"), state, tmp_path / "repair.jsonl")
+    assert tree(state) == original
+    assert sum(touches_backup(change) for change in repair) >= 3  # it did move the run back
+    for at in range(1, len(repair) + 1):
+        out = interrupted(f"repair{at}")
+        reply, log = server.train(
+            train_argv(OLD, out, "--resume"), {"kind": "file_ops", "under": str(out), "at": at}
+        )
+        assert reply["signal"] == signal.SIGKILL, f"repair killed after change {at}: {log}"
+        reply, log = server.train(train_argv(OLD, out, "--resume"))
+        assert reply == {"signal": None, "code": 0}, f"repair killed after change {at}: {log}"
+        assert tree(out) == original, f"repair killed after change {at}, {repair[at - 1]}"
+        shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("settings", ["the same settings", "other settings"])
+def test_force_then_kill_then_resume_keeps_the_old_run(
+    server: Server, old_run: Path, tmp_path: Path, settings: str
+) -> None:
+    # the sweep's repro: `T --force --out OLD & sleep 3; kill -9 $!; T --resume --out OLD`
+    out = tmp_path / "OLD"
+    if settings == "the same settings":
+        ok(*server.train(train_argv(NEW, out)))
+    else:
+        copy(old_run, out)
+    before = tree(out)
+    reply, log = server.train(train_argv(NEW, out, "--force"), {"kind": "batch", "at": 1})
+    assert reply["signal"] == signal.SIGKILL, log
+    assert not (out / "summary.json").exists() and (out / guard.REPLACED).is_dir()
+    reply, log = server.train(train_argv(NEW, out, "--resume"))
+    assert "the run it was replacing is back in place" in log and "no run in" not in log, log
+    if settings == "the same settings":
+        ok(reply, log)  # the old run, finished, is returned
+    else:
+        assert reply["code"] == 2 and "--resume with settings that differ" in log, log
+    assert tree(out) == before  # the old run is back, and untouched
+
+
+# -- row 5: a checkpoint without config.json ------------------------------------------------------
+@pytest.mark.parametrize("flags", [[], ["--resume"]])
+def test_a_checkpoint_without_config_json_is_refused_naming_it(
+    finished: Path, tmp_path: Path, flags: list[str]
+) -> None:
+    out = copy(finished, tmp_path / "r")
+    (out / "config.json").unlink()
+    (out / "summary.json").unlink()
+    before = tree(out)
+    code, err = run_cli(train_argv(NEW, out, *flags))
+    assert code == 2 and "checkpoint.pt" in err and "but no config.json" in err and "--force" in err, err
+    assert "starting a new one" not in err
+    assert tree(out) == before
+
+
+def test_force_replaces_a_checkpoint_without_config_json(finished: Path, tmp_path: Path) -> None:
+    out = copy(finished, tmp_path / "r")
+    (out / "config.json").unlink()
+    code, err = run_cli(train_argv(NEW, out, "--force", "--seed", "7"))
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["seed"] == 7 and no_backup(out)
+
+
+# -- row 6: a failed grid run blocks no retry -----------------------------------------------------
+GRID = [*DIGITS, "--method", "step", "--lr", "0.1", "0.05", "--epochs", "1"]
+
+
+def test_the_leftovers_of_a_failed_grid_run_block_no_retry_with_force(tmp_path: Path) -> None:
+    # what the failed grid run of the sweep left (before the split was checked first)
+    out = tmp_path / "g"
+    leftover = out / "grid" / "lr0.1"
+    leftover.mkdir(parents=True)
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), "dataset": "digits", "val_fraction": 0.999999})
+    rundir.write_json(leftover / "config.json", rundir.saved_settings(config, validation=True))
+    code, err = run_cli(train_argv(GRID, out))
+    assert code == 2 and "holds grid but no config.json" in err and "--force" in err, err
+    code, err = run_cli(train_argv(GRID, out, "--force"))
+    assert code == 0, err
+    assert is_finished(out) and is_finished(out / "grid" / "lr0.1") and no_backup(out)
+
+
+def test_a_grid_that_fails_midway_keeps_its_finished_runs_for_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "g"
+    real = train.run_validation
+    calls: list[Path] = []
+
+    def second_fails(config: TrainConfig, sub_out: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(sub_out)
+        if len(calls) == 2:
+            raise ValueError("simulated failure in the grid's second run")
+        return real(config, sub_out, *args, **kwargs)
+
+    monkeypatch.setattr(train, "run_validation", second_fails)
+    code, err = run_cli(train_argv(GRID, out))
+    assert code == 2 and "simulated failure" in err
+    first = tree(out / "grid" / "lr0.1")
+    assert is_finished(out / "grid" / "lr0.1") and (out / "config.json").exists()
+    monkeypatch.setattr(train, "run_validation", real)
+    code, err = run_cli(train_argv(GRID, out, "--resume"))
+    assert code == 0, err
+    assert tree(out / "grid" / "lr0.1") == first  # finished already: not trained again
+    code, err = run_cli(train_argv(GRID, out, "--resume", "--seed", "3"))  # other settings: said clearly
+    assert code == 2 and "seed: saved 0 vs given 3" in err and "--force" in err, err
+
+
+# -- row 7: --force replaces runs only ------------------------------------------------------------
+@pytest.mark.parametrize("flags", [["--force"], ["--resume"], []])
+def test_a_config_json_that_is_not_a_runs_is_never_replaced(tmp_path: Path, flags: list[str]) -> None:
+    out = tmp_path / "P"
+    (out / "grid").mkdir(parents=True)
+    (out / "config.json").write_text('{"app":1}\n')
+    (out / "summary.json").write_text('{"app": "results"}\n')
+    before = tree(out)
+    code, err = run_cli(train_argv(NEW, out, *flags))
+    assert code == 2, err
+    assert f"{out / 'config.json'}" in err and "not a run's settings" in err and "Traceback" not in err
+    assert tree(out) == before
+
+
+def test_force_refuses_a_run_folder_holding_other_files_naming_them(finished: Path, tmp_path: Path) -> None:
+    out = copy(finished, tmp_path / "r")
+    (out / "notes.txt").write_text("mine")
+    (out / "plots").mkdir()
+    before = tree(out)
+    code, err = run_cli(train_argv(NEW, out, "--force", "--seed", "2"))
+    assert code == 2 and "notes.txt" in err and "plots" in err and "--force replaces a run only" in err, err
+    assert tree(out) == before
 
 
 # -- row 9: a disk that fills up mid-run ----------------------------------------------------------

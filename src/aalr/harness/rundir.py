@@ -7,10 +7,13 @@ Files of a run (see DESIGN.md): ``config.json`` (every setting, package version,
 file is written to a temporary file and renamed, so a kill leaves the old file or the new one, never
 half of one; a write that fails (a full disk) is one :class:`WriteError` naming the file, the files
 before it intact. Checkpoints load with ``weights_only=True`` only, and a corrupted one falls back to
-the previous one. Before training
-:func:`prepare_out_dir` refuses another run's directory unless ``--resume`` (same settings) or ``--force``
-(the old run is moved to :data:`REPLACED` until the new run has its first checkpoint, and put back by
-:func:`undo_failed_start` if it fails before one). Under ``torchrun`` only rank 0 writes here.
+the previous one.
+
+Before training :func:`prepare_out_dir` (under the lock of :mod:`aalr.harness.guard`, which also
+repairs what an interrupted ``--force`` left) refuses another run's directory unless ``--resume``
+(same settings) or ``--force`` (the old run is moved aside until the new run has its first
+checkpoint, and put back if it fails, or is killed, before one); ``--force`` refuses a folder that
+holds anything but a run. Under ``torchrun`` only rank 0 writes here.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import torch
 
-from aalr.harness import distributed
+from aalr.harness import distributed, guard
 from aalr.harness.config import RunError, TrainConfig
 from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
 
@@ -43,13 +46,16 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 CHECKPOINT_KEYS = frozenset(
     {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
 )
-# Where --force moves the run it replaces until the new run has written its first checkpoint.
-REPLACED = ".replaced-by-force"
+REPLACED = guard.REPLACED  # where --force keeps the run it replaces until the new run has a checkpoint
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
+# Names aalr itself leaves in a run's folder besides RUN_FILES (and ".*.tmp", cut-short writes).
+OWN_FILES = (guard.LOCK, guard.REPLACED, guard.MOVING, ".write-test")
 # Settings that may differ between a run and its resumption (where and how, not what).
 RESUMABLE_DIFFERENCES = frozenset(
     {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
+# Settings every config.json this harness ever wrote holds: what makes a config.json a run's.
+RUN_CONFIG_KEYS = ("dataset", "model", "method", "epochs", "batch_size", "seed", "lr")
 MIN_FREE_MIB = 50
 
 STATUS_FINISHED = "finished"
@@ -205,7 +211,9 @@ def is_finished(run_dir: Path | str) -> bool:
 
 # -- checkpoints ---------------------------------------------------------------------------------
 def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
+    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev.
+
+    The first checkpoint of a run that --force started replaces the old run: its backup goes."""
     path = out / CHECKPOINT
     with _writing(path):
         fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
@@ -219,6 +227,7 @@ def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
         finally:
             tmp.unlink(missing_ok=True)
         fsync_directory(out)  # make both renames durable
+    guard.drop_backup(out)
 
 
 def _zip_is_intact(path: Path) -> str | None:
@@ -322,6 +331,42 @@ def check_writable(out: Path) -> None:
         )
 
 
+def _run_config(path: Path) -> tuple[Any, str | None]:
+    """The parsed config.json, and why it is not a run's settings (None when it is one)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return None, f"cannot read {str(path)!r}: {error}"
+    if not isinstance(saved, dict):
+        return saved, f"{str(path)!r} holds {type(saved).__name__}, not a run's settings"
+    missing = [key for key in RUN_CONFIG_KEYS if key not in saved]
+    if missing:
+        return saved, (f"{str(path)!r} holds an object without {', '.join(missing)}, not a run's settings")
+    return saved, None
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What in ``out`` is neither a run's file nor one aalr leaves there itself."""
+    found = []
+    for path in sorted(out.iterdir()):
+        name = path.name
+        if name in OWN_FILES or (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        if name not in RUN_FILES:
+            found.append(name)
+        elif name == "grid" and not path.is_dir():
+            found.append("grid (not a folder)")
+        elif name == "grid":
+            found += [
+                f"grid/{p.name}"
+                for p in sorted(path.iterdir())
+                if not (p.is_dir() and p.name.startswith("lr"))
+            ]
+        elif path.is_dir():
+            found.append(f"{name} (a folder)")
+    return found
+
+
 def prepare_out_dir(
     out: Path,
     config: TrainConfig,
@@ -330,37 +375,48 @@ def prepare_out_dir(
     force: bool,
     validation: bool = False,
 ) -> bool:
-    """Check the directory before training; return True when it holds a run to resume.
+    """Check the directory before training; return True when it holds a run to resume. The caller
+    holds the directory's lock (:func:`aalr.harness.guard.lock_out_dir`).
 
-    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
-    :func:`drop_replaced` deletes once the new run has a checkpoint, or :func:`undo_failed_start`
-    moves back if it fails before one).
+    First repairs what an interrupted ``--force`` left (:func:`aalr.harness.guard.recover`). A
+    config.json that is not a run's settings is never resumed, replaced or deleted. Another run's
+    directory is refused unless ``resume`` (same settings; a grid's validation run and a normal run never
+    match) or ``force`` (start over: the old run is moved aside, see :mod:`aalr.harness.guard`; a
+    folder that also holds other files is refused). A run's files without a config.json are refused
+    unless ``force``: they can be neither compared nor overwritten safely.
     """
-    config_path = out / "config.json"
     check_writable(out)
-    if not config_path.exists():
+    guard.recover(out, RUN_FILES)
+    present = [name for name in RUN_FILES if os.path.lexists(out / name)]
+    if not present:
         return False
+    config_path = out / "config.json"
+    saved: Any = None
+    if "config.json" in present:
+        saved, problem = _run_config(config_path)
+        if problem is not None:
+            raise RunError(f"{problem}; aalr neither resumes nor replaces such a folder: give another --out")
     if force:
-        backup = out / REPLACED
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.mkdir()
-        for name in RUN_FILES:
-            if (out / name).exists():
-                os.replace(out / name, backup / name)
+        foreign = _foreign_entries(out)
+        if foreign:
+            raise RunError(
+                f"--force replaces a run only, and {str(out)!r} also holds {', '.join(foreign)}; move "
+                "that away first or give another --out"
+            )
+        for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+            stale.unlink(missing_ok=True)
+        guard.move_aside(out, present)
         return False
+    if saved is None:
+        raise RunError(
+            f"output directory {str(out)!r} holds {', '.join(present)} but no config.json: a run's files "
+            "without its settings can be neither resumed nor overwritten safely; use --force to replace "
+            "them (they are kept until the new run has its first checkpoint) or give another --out"
+        )
     if not resume:
         raise RunError(
             f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
             "or --force to overwrite it"
-        )
-    try:
-        saved = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
-    if not isinstance(saved, dict):
-        raise RunError(
-            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
         )
     mine = saved_settings(config, validation=validation)
     differences = sorted(
@@ -372,7 +428,10 @@ def prepare_out_dir(
     )
     if differences:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
-        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
+        raise RunError(
+            f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}; give the "
+            "saved settings to continue it, or --force (in the run's folder) to start it over"
+        )
     for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
         stale.unlink(missing_ok=True)
     return True
@@ -390,8 +449,7 @@ def look_before_run(
         if summary is not None:
             return {"resuming": True, "summary": summary}
         if problem is not None:
-            has_checkpoint = any((out / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT))
-            again = "from its checkpoint" if has_checkpoint else "from the start (no checkpoint)"
+            again = "from its checkpoint" if guard.has_checkpoint(out) else "from the start (no checkpoint)"
             log.warning(
                 "%s is not a run's summary (%s); finishing the run again %s",
                 out / "summary.json",
@@ -401,25 +459,37 @@ def look_before_run(
     return {"resuming": resuming, "summary": None}
 
 
+def nothing_to_resume(out: Path) -> bool:
+    """True when ``out`` holds no run at all, not even one an interrupted --force moved aside."""
+    return not any(os.path.lexists(out / name) for name in (*RUN_FILES, guard.REPLACED, guard.MOVING))
+
+
+def _grid_has_checkpoint(out: Path) -> bool:
+    grid = out / "grid"
+    return grid.is_dir() and any(guard.has_checkpoint(sub) for sub in grid.iterdir() if sub.is_dir())
+
+
 def undo_failed_start(out: Path, *, fresh: bool) -> None:
-    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
-    that would make a retry look like another run, and the run --force was replacing put back."""
-    if (out / CHECKPOINT).exists():
+    """A run that failed before its first checkpoint leaves ``out`` as it found it: the run --force
+    was replacing put back; no config.json (nor grid runs) that would make a retry look like another
+    run. Grid runs that have checkpoints are kept, with the config.json: --resume continues them."""
+    if guard.has_checkpoint(out):
         return  # it trained: resumable with --resume
-    if fresh:
-        for name in ("config.json", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    backup = out / REPLACED
-    if backup.is_dir():
-        for path in backup.iterdir():
-            if path.name == "grid":
-                shutil.rmtree(out / "grid", ignore_errors=True)
-            os.replace(path, out / path.name)
-        backup.rmdir()
+    if (out / guard.REPLACED).exists():
+        guard.restore_backup(out, RUN_FILES)
         log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+        return
+    if not fresh:
+        return
+    if _grid_has_checkpoint(out):
+        log.warning("%s: the grid's runs so far are kept; --resume continues them", out)
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    if (out / "grid").is_dir():
+        shutil.rmtree(out / "grid")
 
 
 def drop_replaced(out: Path) -> None:
     """Delete the run --force replaced once the new run has a checkpoint (before one, keep it)."""
-    if (out / CHECKPOINT).exists():
-        shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
+    guard.drop_backup(out)
