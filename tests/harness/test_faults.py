@@ -6,6 +6,7 @@ a property or fault-injection test:
   and its repair killed after every change too, the old run is back, or the new one continues;
 - one judge of what a summary is (rundir.read_summary): every kind of damaged summary is "not
   finished", and a resume (or compare) finishes the run again from its checkpoint;
+- settings checked before anything is built or written (LR, weight decay, model size);
 - one-line messages for a full disk and an unsafe checkpoint.
 
 Processes that must die by SIGKILL (or be paused) run in the crash server of test_crash.py.
@@ -29,8 +30,9 @@ from test_bad_input import run_cli  # tests/harness is on sys.path
 from test_crash import Server, metrics
 
 from aalr.cli import main
+from aalr.harness import config as config_module
 from aalr.harness import guard, rundir, train
-from aalr.harness.config import RunError, TrainConfig
+from aalr.harness.config import FLOAT32_MAX, RunError, TrainConfig, validate
 from aalr.harness.rundir import is_finished, read_summary, short_error
 
 DIGITS = ["--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--train-subset", "64",
@@ -345,6 +347,69 @@ def test_force_refuses_a_run_folder_holding_other_files_naming_them(finished: Pa
     code, err = run_cli(train_argv(NEW, out, "--force", "--seed", "2"))
     assert code == 2 and "notes.txt" in err and "plots" in err and "--force replaces a run only" in err, err
     assert tree(out) == before
+
+
+# -- row 8: values that used to get past validation ------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": 1e39, "method": "sgdr"}, r"lr must be a finite number > 0 that float32 holds .*got 1e\+39"),
+        ({"lr": [0.1, 1e39], "method": "step"}, r"lr must be .* float32 holds .*got 1e\+39"),
+        ({"weight_decay": 1e300}, r"weight_decay must be a number >= 0 that float32 holds .*got 1e\+300"),
+        (
+            {"dataset": "digits", "model": "fmnist-cnn", "model_options": {"width": 1e9}},
+            r"model 'fmnist-cnn' with options \{'width': 1000000000.0\} cannot be built .*larger than any",
+        ),
+    ],
+)
+def test_values_beyond_what_can_train_are_refused_naming_them(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(RunError, match=message):
+        validate(TrainConfig.from_dict({"epochs": 1, **values}))
+
+
+def test_the_largest_float32_lr_and_weight_decay_are_allowed() -> None:
+    validate(TrainConfig(lr=FLOAT32_MAX, weight_decay=FLOAT32_MAX, method="sgdr"))
+
+
+def test_a_model_larger_than_the_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "memory_bytes", lambda device: 2**30)
+    config = TrainConfig(dataset="digits", model="fmnist-cnn", model_options={"width": 100})
+    with pytest.raises(RunError, match=r"'fmnist-cnn' with options \{'width': 100\} has .* parameters and "
+                                       r"needs at least .* GiB to train .*more than the 1 GiB"):  # fmt: skip
+        validate(config)
+    monkeypatch.setattr(config_module, "memory_bytes", lambda device: 2**40)
+    validate(config)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "1e39", "--method", "sgdr"], "got 1e+39"),
+        (["--weight-decay", "1e300"], "got 1e+300"),
+        (["--model", "fmnist-cnn", "--model-option", "width=1e9"], "'width': 1000000000.0"),
+    ],
+)
+def test_the_sweeps_tracebacks_are_exit_2_messages(tmp_path: Path, argv: list[str], message: str) -> None:
+    out = tmp_path / "y"
+    code, err = run_cli(["train", *DIGITS, "--epochs", "1", *argv, "--out", str(out)])
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_an_lr_that_overflows_in_the_optimizers_step_is_an_exit_2_message(tmp_path: Path) -> None:
+    # within float32, but Adam divides it by 1 - beta1 = 0.1 at its first step
+    out = tmp_path / "a"
+    code, err = run_cli(train_argv([*DIGITS, "--method", "adam", "--epochs", "1"], out, "--lr", "3e38"))
+    assert code == 2 and "overflowed float32 at epoch 1 with lr 3e+38" in err and "Traceback" not in err
+    assert tree(out) == {}  # it failed before its first checkpoint
+
+
+def test_an_optimizer_that_raises_on_a_non_finite_loss_makes_the_run_diverged(tmp_path: Path) -> None:
+    pytest.importorskip("dog")
+    out = tmp_path / "d"
+    code, err = run_cli(train_argv([*DIGITS, "--method", "dog", "--epochs", "2"], out, "--lr", "3e38"))
+    assert code == 0, err  # DoG asserts that its G is positive; with NaN weights it is NaN
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
 
 
 # -- row 9: a disk that fills up mid-run ----------------------------------------------------------

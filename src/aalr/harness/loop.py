@@ -83,16 +83,24 @@ def train_epochs(
         )
     if validation:
         _, ds = split_validation(ds, config.val_fraction, config.seed)
-    ds = ds.to(device)
     model_name = config.model or default_model_for(config.dataset)
-    model = build_model(
-        model_name,
-        num_classes=ds.num_classes,
-        input_shape=ds.input_shape,
-        mean=ds.mean,
-        std=ds.std,
-        **config.model_options,
-    ).to(device)
+    ds = ds.to(device)
+    try:
+        model = build_model(
+            model_name,
+            num_classes=ds.num_classes,
+            input_shape=ds.input_shape,
+            mean=ds.mean,
+            std=ds.std,
+            **config.model_options,
+        ).to(device)
+    except RuntimeError as error:  # torch.OutOfMemoryError is one; so is the CPU allocator's refusal
+        if "alloc" not in str(error).lower() and "out of memory" not in str(error).lower():
+            raise
+        raise RunError(
+            f"model {model_name!r} with options {config.model_options} does not fit in the memory of "
+            f"{device} ({rundir.short_error(error)}); use a smaller model"
+        ) from None
     channels_last = numerics.resolve_channels_last(config.channels_last, device, ds.input_shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -190,7 +198,13 @@ def train_epochs(
             with autocast_for(device, precision):
                 loss = F.cross_entropy(train_model(xb).float(), yb)
             loss.backward()
-            method.optimizer.step()
+            try:
+                method.optimizer.step()
+            except Exception as error:
+                if _step_diverged(error, loss, config, lr_used, epoch):
+                    loss_sum += loss.detach().double() * len(index)  # non-finite: the epoch's loss is too
+                    break
+                raise
             method.after_batch()
             loss_sum += loss.detach().double() * len(index)
         train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
@@ -264,6 +278,30 @@ def train_epochs(
     return _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )
+
+
+def _step_diverged(error: Exception, loss: torch.Tensor, config: TrainConfig, lr: float, epoch: int) -> bool:
+    """An optimizer step that raised: True when the loss it stepped on was not finite (the run diverged,
+    and the optimizer, e.g. DoG, says so by raising: the epoch ends there and the usual rule for a
+    non-finite loss applies); a RunError naming the LR when a coefficient overflowed float32 (Adam's
+    bias correction divides the LR by 1 - beta1^t, 0.1 at the first step); else False (re-raise)."""
+    from aalr.harness.config import FLOAT32_MAX
+
+    if not bool(torch.isfinite(loss.detach()).item()):
+        log.warning(
+            "%s: the optimizer's step failed on a non-finite loss at epoch %d (%s); the run diverged",
+            config.method,
+            epoch,
+            rundir.short_error(error),
+        )
+        return True
+    if isinstance(error, RuntimeError) and "without overflow" in str(error):
+        raise RunError(
+            f"the {config.method} optimizer's step overflowed float32 at epoch {epoch} with lr {lr:g} and "
+            f"weight_decay {config.weight_decay}: the LR times the optimizer's own factors (e.g. Adam's "
+            f"bias correction 1 / (1 - beta1^t)) exceeds {FLOAT32_MAX:.6g}; use a smaller --lr"
+        ) from None
+    return False
 
 
 def _restore(
