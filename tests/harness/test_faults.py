@@ -6,7 +6,7 @@ a property or fault-injection test:
   and its repair killed after every change too, the old run is back, or the new one continues;
 - one judge of what a summary is (rundir.read_summary): every kind of damaged summary is "not
   finished", and a resume (or compare) finishes the run again from its checkpoint;
-- settings checked before anything is built or written (LR, weight decay, model size);
+- settings checked before anything is built or written (LR, weight decay, model size, last batch);
 - one-line messages for a full disk and an unsafe checkpoint.
 
 Processes that must die by SIGKILL (or be paused) run in the crash server of test_crash.py.
@@ -283,6 +283,15 @@ def test_force_replaces_a_checkpoint_without_config_json(finished: Path, tmp_pat
 
 # -- row 6: a failed grid run blocks no retry -----------------------------------------------------
 GRID = [*DIGITS, "--method", "step", "--lr", "0.1", "0.05", "--epochs", "1"]
+
+
+def test_a_grid_with_an_impossible_split_fails_before_writing_anything(tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    code, err = run_cli(train_argv(GRID, out, "--val-fraction", "0.999999"))
+    assert code == 2 and "val_fraction 0.999999" in err and "Traceback" not in err, err
+    assert tree(out) == {}
+    code, err = run_cli(train_argv(GRID, out))  # the corrected retry, without --force
+    assert code == 0, err
 
 
 def test_the_leftovers_of_a_failed_grid_run_block_no_retry_with_force(tmp_path: Path) -> None:
@@ -572,3 +581,43 @@ def test_short_error_never_shows_torchs_advice(tmp_path: Path, held: object) -> 
     message = short_error(raised.value)
     assert not any(advice in message for advice in ADVICE) and "\n" not in message
     assert ("argparse.Namespace" if isinstance(held, argparse.Namespace) else "posix.system") in message
+
+
+# -- a last batch of one sample where the model cannot train on one ----------------------------------
+BATCH_ONE = [
+    "--dataset",
+    "digits",
+    "--model",
+    "resnet18",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
+def test_a_last_batch_of_one_sample_for_batchnorm_is_refused_before_training(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    code, err = run_cli(train_argv(BATCH_ONE, out, "--train-subset", "129", "--batch-size", "128"))
+    assert code == 2, err
+    assert "--batch-size 128 with 129 training samples" in err and "--train-subset" in err, err
+    assert "BatchNorm" in err and "Traceback" not in err
+    assert tree(out) == {}
+
+
+def test_a_validation_split_that_leaves_a_last_batch_of_one_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    # 130 samples, 13 held out: 117 train the grid's runs, in batches of 116 and 1
+    code, err = run_cli(train_argv(BATCH_ONE, out, "--train-subset", "130", "--batch-size", "116",
+                                   "--method", "step", "--lr", "0.1", "0.05"))  # fmt: skip
+    assert code == 2 and "with 117 training samples left after the validation split" in err, err
+    assert tree(out) == {}
+
+
+def test_a_last_batch_of_one_is_fine_where_the_model_can_train_on_it(tmp_path: Path) -> None:
+    # no drop_last: every sample trains every epoch; a model without BatchNorm (fmnist-cnn), or whose
+    # BatchNorm sees more than one value per channel, trains on a batch of one
+    code, err = run_cli(train_argv([*BATCH_ONE[:3], "fmnist-cnn", *BATCH_ONE[4:]], tmp_path / "c",
+                                   "--train-subset", "129", "--batch-size", "128"))  # fmt: skip
+    assert code == 0, err

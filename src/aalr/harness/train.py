@@ -2,10 +2,11 @@
 
 Read top to bottom: :func:`run` validates the settings (:mod:`aalr.harness.config`), locks the output
 directory for the whole run (:mod:`aalr.harness.guard`: one writer per directory) and checks it
-(:mod:`aalr.harness.rundir`: resume, --force, a run that is finished already), loads the data once,
-resolves an LR grid on a validation split when one is given (:func:`run_validation` for each LR, each
-resumable on its own), then trains with :func:`aalr.harness.loop.train_epochs` and writes the summary
-last. A run that fails before its first checkpoint leaves its directory as it found it.
+(:mod:`aalr.harness.rundir`: resume, --force, a run that is finished already), loads the data once and
+checks what only the data tell (a grid's split, a last batch of one sample), resolves an LR grid on a
+validation split when one is given (:func:`run_validation` for each LR, each resumable on its own),
+then trains with :func:`aalr.harness.loop.train_epochs` and writes the summary last. A run that fails
+before its first checkpoint leaves its directory as it found it.
 
 Under ``torchrun`` rank 0 alone checks and prepares the output directory and writes to it; every rank
 hears its answer (or its error), so that no rank waits for ever on another that has failed.
@@ -75,9 +76,11 @@ def _load_and_run(
 ) -> dict[str, Any]:
     """Load the data and train; a run that fails before its first checkpoint leaves ``out`` as it was."""
     try:
-        # loaded once for the run and its grid's validation runs; a missing or malformed file fails
-        # here and the directory is put back as it was (below), even with --force
+        # loaded once for the run and its grid's validation runs; a missing or malformed file, or data
+        # the settings cannot train on, fail here and the directory is put back as it was (below),
+        # even with --force
         dataset = loop.load_data(config)
+        loop.check_trainable(config, dataset)
         return _run_in(out, config, launch, dataset, resuming, tensorboard)
     except BaseException:
         if distributed.is_main():
