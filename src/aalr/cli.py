@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C ended
+INTERRUPTED_HINTS = {
+    "train": "; the same command with --resume continues from the last checkpoint",
+    "compare": "; the same command again skips the finished runs and resumes the interrupted one",
+}
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -348,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "; the run can continue with --resume" if args.command in ("train", "compare") else ""
         print(f"aalr {args.command}: error: {error}{hint}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: every checkpoint written so far is intact
+        print(f"aalr {args.command}: interrupted{INTERRUPTED_HINTS.get(args.command, '')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def entry() -> None:

@@ -7,7 +7,7 @@ a property or fault-injection test:
 - one judge of what a summary is (rundir.read_summary): every kind of damaged summary is "not
   finished", and a resume (or compare) finishes the run again from its checkpoint;
 - settings checked before anything is built or written (LR, weight decay, model size, last batch);
-- one-line messages for a full disk and an unsafe checkpoint.
+- one-line messages for a full disk, Ctrl-C and an unsafe checkpoint.
 
 Processes that must die by SIGKILL (or be paused) run in the crash server of test_crash.py.
 """
@@ -581,6 +581,33 @@ def test_short_error_never_shows_torchs_advice(tmp_path: Path, held: object) -> 
     message = short_error(raised.value)
     assert not any(advice in message for advice in ADVICE) and "\n" not in message
     assert ("argparse.Namespace" if isinstance(held, argparse.Namespace) else "posix.system") in message
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+def test_ctrl_c_is_one_line_that_says_resume_continues(server: Server, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    ok(*server.train(train_argv(NEW, reference)))
+    out = tmp_path / "r"
+    reply, log = server.train(train_argv(NEW, out), {"kind": "interrupt", "at": 3})  # in epoch 2
+    assert reply == {"signal": None, "code": 130}, log
+    assert log == (
+        "aalr train: interrupted; the same command with --resume continues from the last checkpoint\n"
+    )
+    ok(*server.train(train_argv(NEW, out, "--resume")))
+    assert metrics(out) == metrics(reference)
+
+
+def test_ctrl_c_in_compare_says_the_same_command_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupt)
+    code = main(["compare", "--suite", str(tiny_suite(tmp_path / "s.toml")), "--out", str(tmp_path / "o")])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("aalr compare: interrupted; the same command again") and "Traceback" not in err
 
 
 # -- a last batch of one sample where the model cannot train on one ----------------------------------
