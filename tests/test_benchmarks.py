@@ -16,7 +16,12 @@ def fake_run(root: Path, experiment: str, method: str, seed: int, acc: float) ->
     run_dir = root / experiment / method / f"seed{seed}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
-    summary = {"experiment": experiment, "method": method, "seed": seed, "final_test_acc": acc}
+    summary = {
+        "experiment": experiment, "method": method, "seed": seed, "final_test_acc": acc,
+        # the rest of what every finished run's summary holds (the report reads only such summaries)
+        "status": "finished", "dataset": "cifar10", "model": "resnet18", "epochs": 1, "peak_test_acc": acc,
+        "lr_trajectory": [0.1], "wall_seconds": 1.0,
+    }  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 

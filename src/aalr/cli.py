@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C ended
+INTERRUPTED_HINTS = {
+    "train": "; the same command with --resume continues from the last checkpoint",
+    "compare": "; the same command again skips the finished runs and resumes the interrupted one",
+}
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -149,7 +154,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from aalr.harness.tensorboard import require_tensorboard
 
         require_tensorboard()
-    if args.resume and not (Path(args.out) / "config.json").exists() and distributed.is_main():
+    from aalr.harness.rundir import nothing_to_resume
+
+    if args.resume and nothing_to_resume(Path(args.out)) and distributed.is_main():
         print(
             f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
             file=sys.stderr,
@@ -352,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "; the run can continue with --resume" if args.command in ("train", "compare") else ""
         print(f"aalr {args.command}: error: {error}{hint}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: every checkpoint written so far is intact
+        print(f"aalr {args.command}: interrupted{INTERRUPTED_HINTS.get(args.command, '')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def entry() -> None:

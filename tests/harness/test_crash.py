@@ -62,6 +62,7 @@ SERVER = textwrap.dedent(
     import random
     import signal
     import sys
+    import time
     import traceback
     from pathlib import Path
 
@@ -74,7 +75,8 @@ SERVER = textwrap.dedent(
     from aalr.harness import loop, rundir
     from aalr.harness.data import load_dataset
 
-    load_dataset("mnist1d", sys.argv[1])  # generated once here (and cached there); children inherit it
+    for name in sys.argv[2:]:  # generated once here (and cached there); children inherit them
+        load_dataset(name, sys.argv[1])
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # the first optimizer imports dynamo
 
 
@@ -96,7 +98,7 @@ SERVER = textwrap.dedent(
 
     def install(fault):
         kind, at = fault["kind"], fault.get("at", 0)
-        hit = counter(at + 1 if kind == "batch" else at)
+        hit = counter(at + 1 if kind in ("batch", "interrupt") else at)
         if kind == "batch":  # dies when asking for batch at+1: after `at` optimizer steps
             real_batches = loop._batches
 
@@ -170,6 +172,46 @@ SERVER = textwrap.dedent(
                 return real_save(obj, f, *args, **kwargs)
 
             torch.save = save
+        elif kind == "disk_full_after_first_checkpoint":  # every write into the run dir hits a full disk
+            import tempfile
+
+            out = Path(fault["out"])
+            real_mkstemp = tempfile.mkstemp
+
+            def mkstemp(*args, **kwargs):
+                fd, name = real_mkstemp(*args, **kwargs)
+                if Path(name).parent == out and (out / "checkpoint.pt").exists():
+                    full = os.open("/dev/full", os.O_WRONLY)  # writes fail with ENOSPC, as on a full disk
+                    os.dup2(full, fd)
+                    os.close(full)
+                return fd, name
+
+            tempfile.mkstemp = mkstemp
+        elif kind == "interrupt":  # Ctrl-C when asking for batch at+1: after `at` optimizer steps
+            real_batches = loop._batches
+
+            def batches(*args, **kwargs):
+                for index in real_batches(*args, **kwargs):
+                    if hit():
+                        raise KeyboardInterrupt
+                    yield index
+
+            loop._batches = batches
+        elif kind == "pause":  # before the first batch: say so (a file), wait for the go (a file)
+            real_batches = loop._batches
+
+            def batches(*args, **kwargs):
+                if not os.path.exists(fault["ready"]):
+                    Path(fault["ready"]).write_text(str(os.getpid()))
+                    for _ in range(6000):
+                        if os.path.exists(fault["go"]):
+                            break
+                        time.sleep(0.02)
+                yield from real_batches(*args, **kwargs)
+
+            loop._batches = batches
+        elif kind == "file_ops":  # every change to the files under fault["under"], recorded or killed
+            install_file_ops(fault)
         elif kind == "count_epochs":  # no fault: records each epoch this process trains
             real_batches = loop._batches
 
@@ -193,6 +235,62 @@ SERVER = textwrap.dedent(
             loop._batches = batches
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+
+
+    def install_file_ops(fault):
+        """Wrap every call that changes a folder's entries (create, rename, unlink, mkdir, rmdir;
+        shutil.rmtree and pathlib go through these). With "record": append each change under
+        fault["under"] to that file; else die by SIGKILL right after the change numbered fault["at"]."""
+        under = os.path.realpath(fault["under"]) + os.sep
+        calls = [0]
+
+        def where(path, dir_fd):
+            path = os.fsdecode(path)
+            if dir_fd is not None and not os.path.isabs(path):
+                path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+            return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+
+        def changed(op, *paths):
+            if not any(p.startswith(under) for p in paths):
+                return
+            calls[0] += 1
+            if fault.get("record"):
+                with open(fault["record"], "a") as handle:
+                    handle.write(json.dumps([op, *[p[len(under):] for p in paths]]) + "\n")
+            elif calls[0] == fault["at"]:
+                die()
+
+        def wrap_two(name):
+            real = getattr(os, name)
+
+            def call(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+                real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+                changed(name, where(src, src_dir_fd), where(dst, dst_dir_fd))
+
+            setattr(os, name, call)
+
+        def wrap_one(name):
+            real = getattr(os, name)
+
+            def call(path, *args, dir_fd=None, **kwargs):
+                real(path, *args, dir_fd=dir_fd, **kwargs)
+                changed(name, where(path, dir_fd))
+
+            setattr(os, name, call)
+
+        real_open = os.open
+
+        def open_(path, flags, mode=0o777, *, dir_fd=None):
+            fd = real_open(path, flags, mode, dir_fd=dir_fd)
+            if flags & os.O_CREAT:
+                changed("create", where(path, dir_fd))
+            return fd
+
+        for name in ("replace", "rename"):
+            wrap_two(name)
+        for name in ("unlink", "remove", "rmdir", "mkdir"):
+            wrap_one(name)
+        os.open = open_
 
 
     def child(command):
@@ -235,14 +333,14 @@ SERVER = textwrap.dedent(
 class Server:
     """The pytest side of ``SERVER``: send a command, wait (with a timeout) for how it ended."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, datasets: tuple[str, ...] = ("mnist1d",)) -> None:
         self.root = root
         self.data_dir = root / "data"
         script = root / "crash_server.py"
         script.write_text(SERVER)
         env = CHILD_ENV
         self.process = subprocess.Popen(
-            [sys.executable, str(script), str(self.data_dir)],
+            [sys.executable, str(script), str(self.data_dir), *datasets],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=root,
@@ -265,12 +363,20 @@ class Server:
 
     def train(self, argv: list[str], fault: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
         """Run ``aalr <argv>`` in a forked child; return how it ended and what it printed."""
+        log = self.start(argv, fault)
+        return self.wait(log)
+
+    def start(self, argv: list[str], fault: dict[str, Any] | None = None) -> Path:
+        """Start ``aalr <argv>`` in a forked child without waiting; :meth:`wait` with the log returned."""
         assert self.process.stdin is not None
         self.count += 1
         log = self.root / f"child{self.count}.log"
         command = {"argv": argv, "fault": fault, "log": str(log)}
         self.process.stdin.write((json.dumps(command) + "\n").encode())
         self.process.stdin.flush()
+        return log
+
+    def wait(self, log: Path) -> tuple[dict[str, Any], str]:
         reply = self._reply()
         return reply, log.read_text() if log.exists() else ""
 

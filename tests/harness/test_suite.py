@@ -294,6 +294,15 @@ def test_table2_follows_the_paper() -> None:
 # Running
 
 
+def a_summary(**values: Any) -> dict[str, Any]:
+    """A summary.json with every key a finished run writes (what read_summary takes for a summary)."""
+    return {
+        "status": "finished", "method": "aalr", "dataset": "digits", "model": "mlp", "seed": 0,
+        "epochs": 1, "final_test_acc": 0.5, "peak_test_acc": 0.5, "lr_trajectory": [0.1],
+        "wall_seconds": 1.0, **values,
+    }  # fmt: skip
+
+
 class FakeTrain:
     """Records its calls and writes config.json, metrics.jsonl and summary.json as train.py does (every
     setting, one line per epoch, the summary last); fails for the methods it is told to."""
@@ -316,15 +325,13 @@ class FakeTrain:
         (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         if config["method"] in self.silent:
             return
-        summary = {
-            "status": "finished",
-            "epochs": epochs,
-            "final_test_acc": 0.5,
-            "peak_test_acc": 0.5,
-            "method": config["method"],
-            "seed": config["seed"],
-            "experiment": config["experiment"],
-        }
+        summary = a_summary(
+            epochs=epochs,
+            method=config["method"],
+            seed=config["seed"],
+            experiment=config["experiment"],
+            lr_trajectory=[0.1] * epochs,
+        )
         (out_dir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -373,7 +380,7 @@ def test_partial_runs_resume_and_finished_runs_are_skipped(tmp_path: Path) -> No
     finished, partial, empty = suite.runs[0], suite.runs[1], suite.runs[2]
     finished.run_dir(out).mkdir(parents=True)
     (finished.run_dir(out) / "config.json").write_text(json.dumps(finished.config))
-    (finished.run_dir(out) / "summary.json").write_text(json.dumps({"status": "finished"}))
+    (finished.run_dir(out) / "summary.json").write_text(json.dumps(a_summary()))
     partial.run_dir(out).mkdir(parents=True)
     (partial.run_dir(out) / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (partial.run_dir(out) / "summary.json.tmp").write_text("{")  # a write that was cut short
@@ -455,8 +462,12 @@ def test_read_summary_needs_a_json_object(tmp_path: Path) -> None:
     assert read_summary(tmp_path) is None
     (tmp_path / "summary.json").write_text('{"status": "fin')
     assert not is_finished(tmp_path)
+    # a status alone is not a summary: a finished run writes its results too (tests/harness/test_faults.py)
     (tmp_path / "summary.json").write_text('{"status": "diverged"}')
-    assert read_summary(tmp_path) == {"status": "diverged"}
+    assert read_summary(tmp_path) is None
+    assert not is_finished(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps(a_summary(status="diverged")))
+    assert read_summary(tmp_path) == a_summary(status="diverged")
     assert is_finished(tmp_path)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +86,11 @@ class TrainConfig:
 # -- validation ----------------------------------------------------------------------------------
 MAX_COUNT = 2**31 - 1  # torch indexes and sizes with 64-bit ints, but some kernels take 32-bit counts
 MAX_SEED = 2**32 - 1
+# The weights and the optimizers' state are float32 (bf16 autocast computes in bf16, stores float32):
+# a coefficient beyond this overflows as torch converts it ("value cannot be converted to type float").
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# Bytes per parameter that training takes at the least: float32 weights, gradients, one optimizer state.
+TRAIN_BYTES_PER_PARAMETER = 12
 # Data sets whose inputs are in [0, 1], as the attacks need (MNIST-1D's are standardized floats).
 IMAGE_DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 # Input shape and classes of each data set, so that settings can be checked before any data load.
@@ -112,6 +119,11 @@ def _check_lr(value: object) -> None:
         or value <= 0
     ):
         raise RunError(f"lr must be a finite number > 0 (or a list of them), got {value!r}")
+    if value > FLOAT32_MAX:
+        raise RunError(
+            f"lr must be a finite number > 0 that float32 holds (at most {FLOAT32_MAX:.6g}: the weights "
+            f"are float32), got {value!r}"
+        )
 
 
 def validate(config: TrainConfig) -> None:
@@ -147,6 +159,11 @@ def validate(config: TrainConfig) -> None:
         _is_real(config.weight_decay) and 0 <= config.weight_decay < math.inf
     ):
         raise RunError(f"weight_decay must be a finite number >= 0, got {config.weight_decay!r}")
+    if config.weight_decay is not None and config.weight_decay > FLOAT32_MAX:
+        raise RunError(
+            f"weight_decay must be a number >= 0 that float32 holds (at most {FLOAT32_MAX:.6g}: the "
+            f"weights are float32), got {config.weight_decay!r}"
+        )
     if not _is_real(config.val_fraction) or not 0 < config.val_fraction < 1:
         raise RunError(f"val_fraction must be in (0, 1), got {config.val_fraction!r}")
     if not _is_real(config.random_erasing) or not 0 <= config.random_erasing <= 1:
@@ -229,7 +246,18 @@ def _dry_build(config: TrainConfig) -> None:
     first_lr = config.lr[0] if isinstance(config.lr, list) else config.lr
     try:
         with torch.device("meta"):
-            build_model(model_name, num_classes=classes, input_shape=shape, **config.model_options)
+            model = build_model(model_name, num_classes=classes, input_shape=shape, **config.model_options)
+    except (TypeError, ValueError) as error:
+        raise RunError(str(error)) from error
+    except RuntimeError as error:  # e.g. "Storage size calculation overflowed": no memory holds it
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        why = ": its tensors would be larger than any memory" if "overflow" in first.lower() else ""
+        raise RunError(
+            f"model {model_name!r} with options {config.model_options} cannot be built ({first}){why}; "
+            "use other options"
+        ) from None
+    _check_model_fits(config, model_name, model)
+    try:
         build_method(
             config.method,
             nn.Linear(1, 1),
@@ -243,6 +271,39 @@ def _dry_build(config: TrainConfig) -> None:
         )
     except (TypeError, ValueError) as error:
         raise RunError(str(error)) from error
+
+
+def memory_bytes(device: str) -> int | None:
+    """The memory of the device a run trains on: the GPU's, or the host's (its cgroup limit where lower);
+    None when it cannot be told."""
+    from aalr.harness.numerics import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return int(torch.cuda.get_device_properties(resolved.index or 0).total_memory)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    return min(total, int(limit)) if limit.isdigit() else int(total)
+
+
+def _check_model_fits(config: TrainConfig, model_name: str, model: nn.Module) -> None:
+    """A model whose weights, gradients and one optimizer state (float32) exceed the device's memory
+    cannot train: say so now, not with an allocator's error once the directory is prepared."""
+    parameters = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    need = parameters * TRAIN_BYTES_PER_PARAMETER
+    have = memory_bytes(config.device)
+    if have is not None and need > have:
+        raise RunError(
+            f"model {model_name!r} with options {config.model_options} has {parameters:.4g} parameters and "
+            f"needs at least {need / 2**30:.4g} GiB to train ({TRAIN_BYTES_PER_PARAMETER} bytes each), "
+            f"more than the {have / 2**30:.4g} GiB of memory here; use smaller options"
+        )
 
 
 def check_launch(config: TrainConfig) -> tuple[distributed.Launch, torch.device] | None:

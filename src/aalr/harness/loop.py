@@ -39,8 +39,8 @@ from aalr.harness.tensorboard import TensorBoardLog
 
 log = logging.getLogger("aalr.harness")
 
-STATUS_FINISHED = "finished"
-STATUS_DIVERGED = "diverged"
+STATUS_FINISHED = rundir.STATUS_FINISHED
+STATUS_DIVERGED = rundir.STATUS_DIVERGED
 BN_REFRESH_BATCHES = 50  # schedule-free's README refreshes BatchNorm statistics on "a few" (its example: 50)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -64,35 +64,67 @@ def load_data(config: TrainConfig) -> Any:
         return load_dataset(config.dataset, config.data_dir)
 
 
+def training_data(config: TrainConfig, ds: Any, validation: bool = False) -> Any:
+    """What the run trains on: its ``train_subset`` of ``ds``, and for a grid's validation run, the
+    split whose 'test' set is held-out training data."""
+    from aalr.harness.data import split_validation
+
+    if config.train_subset is not None and config.train_subset < len(ds.x_train):
+        ds = dataclasses.replace(
+            ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
+        )
+    if validation:
+        try:
+            _, ds = split_validation(ds, config.val_fraction, config.seed)
+        except ValueError as error:
+            raise RunError(f"val_fraction {config.val_fraction!r} cannot split the data: {error}") from None
+    return ds
+
+
+def check_trainable(config: TrainConfig, ds: Any) -> None:
+    """What only the loaded data can tell, checked before anything is written: a grid's validation
+    split and the size of every run's last batch (:func:`check_last_batch`)."""
+    from aalr.harness.models import default_model_for
+
+    model_name = config.model or default_model_for(config.dataset)
+    check_last_batch(config, training_data(config, ds), model_name)
+    if isinstance(config.lr, list) and len(config.lr) > 1:
+        check_last_batch(config, training_data(config, ds, validation=True), model_name, validation=True)
+
+
 def train_epochs(
     context: Context, lr: float | int | None, *, resume: bool, validation: bool = False
 ) -> dict[str, Any]:
     """Train ``context``'s run to its last epoch (from its checkpoint when ``resume``); its summary."""
     from aalr.harness.attacks import attack, robust_accuracy
     from aalr.harness.augment import augment_for
-    from aalr.harness.data import split_validation
     from aalr.harness.methods import build_method
     from aalr.harness.models import build_model, default_model_for
 
     config, device, out = context.config, context.device, context.out
     seed_everything(config.seed)
-    ds = context.dataset if context.dataset is not None else load_data(config)
-    if config.train_subset is not None and config.train_subset < len(ds.x_train):
-        ds = dataclasses.replace(
-            ds, x_train=ds.x_train[: config.train_subset], y_train=ds.y_train[: config.train_subset]
-        )
-    if validation:
-        _, ds = split_validation(ds, config.val_fraction, config.seed)
-    ds = ds.to(device)
+    ds = training_data(
+        config, context.dataset if context.dataset is not None else load_data(config), validation
+    )
     model_name = config.model or default_model_for(config.dataset)
-    model = build_model(
-        model_name,
-        num_classes=ds.num_classes,
-        input_shape=ds.input_shape,
-        mean=ds.mean,
-        std=ds.std,
-        **config.model_options,
-    ).to(device)
+    check_last_batch(config, ds, model_name, validation=validation)
+    ds = ds.to(device)
+    try:
+        model = build_model(
+            model_name,
+            num_classes=ds.num_classes,
+            input_shape=ds.input_shape,
+            mean=ds.mean,
+            std=ds.std,
+            **config.model_options,
+        ).to(device)
+    except RuntimeError as error:  # torch.OutOfMemoryError is one; so is the CPU allocator's refusal
+        if "alloc" not in str(error).lower() and "out of memory" not in str(error).lower():
+            raise
+        raise RunError(
+            f"model {model_name!r} with options {config.model_options} does not fit in the memory of "
+            f"{device} ({rundir.short_error(error)}); use a smaller model"
+        ) from None
     channels_last = numerics.resolve_channels_last(config.channels_last, device, ds.input_shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -190,7 +222,13 @@ def train_epochs(
             with autocast_for(device, precision):
                 loss = F.cross_entropy(train_model(xb).float(), yb)
             loss.backward()
-            method.optimizer.step()
+            try:
+                method.optimizer.step()
+            except Exception as error:
+                if _step_diverged(error, loss, config, lr_used, epoch):
+                    loss_sum += loss.detach().double() * len(index)  # non-finite: the epoch's loss is too
+                    break
+                raise
             method.after_batch()
             loss_sum += loss.detach().double() * len(index)
         train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
@@ -264,6 +302,69 @@ def train_epochs(
     return _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )
+
+
+def check_last_batch(config: TrainConfig, ds: Any, model_name: str, *, validation: bool = False) -> None:
+    """Refuse, before training, epochs whose last batch holds one sample where the model cannot train
+    on one: a BatchNorm layer that would see one value per channel (BatchNorm1d, or 1x1 feature maps)
+    fails in training mode. A forward pass of one sample on the meta device (no memory, no compute)
+    tells, as the real one would.
+
+    The last batch is not dropped (every sample is trained on, every epoch, as the committed results
+    were made), so the batch size and the number of training samples (``ds``'s) decide it; under
+    torchrun each rank's share counts."""
+    from aalr.harness.models import build_model
+
+    world_size = distributed.world_size()
+    batch_size = max(config.batch_size // world_size, 1)
+    n_train = len(ds.x_train)
+    n_local = distributed.shard_size(n_train, world_size)
+    if n_local == 0 or (n_local % batch_size or batch_size) != 1:
+        return
+    try:
+        with torch.device("meta"):
+            model = build_model(
+                model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, **config.model_options
+            )
+            model.train()
+            model(torch.zeros(1, *ds.input_shape))
+    except Exception as error:
+        if "more than 1 value per channel" not in str(error):
+            return  # something the meta device cannot run: the real pass will tell
+    else:
+        return
+    samples = "training samples" + (" left after the validation split" if validation else "")
+    ranks = f" shared among {world_size} ranks" if world_size > 1 else ""
+    raise RunError(
+        f"--batch-size {config.batch_size} with {n_train} {samples}{ranks} leaves a last batch of one "
+        f"sample each epoch, and model {model_name!r} cannot train on one sample (its BatchNorm would see "
+        "one value per channel); change --batch-size or --train-subset so that the last batch holds 2 "
+        "or more"
+    )
+
+
+def _step_diverged(error: Exception, loss: torch.Tensor, config: TrainConfig, lr: float, epoch: int) -> bool:
+    """An optimizer step that raised: True when the loss it stepped on was not finite (the run diverged,
+    and the optimizer, e.g. DoG, says so by raising: the epoch ends there and the usual rule for a
+    non-finite loss applies); a RunError naming the LR when a coefficient overflowed float32 (Adam's
+    bias correction divides the LR by 1 - beta1^t, 0.1 at the first step); else False (re-raise)."""
+    from aalr.harness.config import FLOAT32_MAX
+
+    if not bool(torch.isfinite(loss.detach()).item()):
+        log.warning(
+            "%s: the optimizer's step failed on a non-finite loss at epoch %d (%s); the run diverged",
+            config.method,
+            epoch,
+            rundir.short_error(error),
+        )
+        return True
+    if isinstance(error, RuntimeError) and "without overflow" in str(error):
+        raise RunError(
+            f"the {config.method} optimizer's step overflowed float32 at epoch {epoch} with lr {lr:g} and "
+            f"weight_decay {config.weight_decay}: the LR times the optimizer's own factors (e.g. Adam's "
+            f"bias correction 1 / (1 - beta1^t)) exceeds {FLOAT32_MAX:.6g}; use a smaller --lr"
+        ) from None
+    return False
 
 
 def _restore(

@@ -26,14 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aalr.harness.suite import (
-    UnusableFile,
-    is_finished,
-    read_json_object,
-    read_summary,
-    read_text_file,
-    run_settings,
-)
+from aalr.harness.rundir import is_finished, read_summary
+from aalr.harness.suite import UnusableFile, read_json_object, read_text_file, run_settings
 
 log = logging.getLogger("aalr.report")
 

@@ -2,30 +2,40 @@
 
 Files of a run (see DESIGN.md): ``config.json`` (every setting, package version, git commit),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (and ``checkpoint.prev.pt``, the one before),
-``summary.json`` written last: a run is finished iff ``summary.json`` exists. Every file is written to a
-temporary file and renamed, so a kill leaves the old file or the new one, never half of one; checkpoints
-load with ``weights_only=True`` only, and a corrupted one falls back to the previous one. Before training
-:func:`prepare_out_dir` refuses another run's directory unless ``--resume`` (same settings) or ``--force``
-(the old run is moved to :data:`REPLACED` until the new run has its first checkpoint, and put back by
-:func:`undo_failed_start` if it fails before one). Under ``torchrun`` only rank 0 writes here.
+``summary.json`` written last: a run is finished iff ``summary.json`` holds a summary
+(:func:`read_summary`, the one judge of that, which the suite runner and the report use too). Every
+file is written to a temporary file and renamed, so a kill leaves the old file or the new one, never
+half of one; a write that fails (a full disk) is one :class:`WriteError` naming the file, the files
+before it intact. Checkpoints load with ``weights_only=True`` only, and a corrupted one falls back to
+the previous one.
+
+Before training :func:`prepare_out_dir` (under the lock of :mod:`aalr.harness.guard`, which also
+repairs what an interrupted ``--force`` left) refuses another run's directory unless ``--resume``
+(same settings) or ``--force`` (the old run is moved aside until the new run has its first
+checkpoint, and put back if it fails, or is killed, before one); ``--force`` refuses a folder that
+holds anything but a run. Under ``torchrun`` only rank 0 writes here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aalr.harness import distributed
+from aalr.harness import distributed, guard
 from aalr.harness.config import RunError, TrainConfig
 from aalr.snapshot import atomic_torch_save, atomic_write, fsync_directory
 
@@ -36,14 +46,40 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 CHECKPOINT_KEYS = frozenset(
     {"epoch", "model", "method", "generator", "rng", "rows", "wall_seconds", "status"}
 )
-# Where --force moves the run it replaces until the new run has written its first checkpoint.
-REPLACED = ".replaced-by-force"
+REPLACED = guard.REPLACED  # where --force keeps the run it replaces until the new run has a checkpoint
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, PREVIOUS_CHECKPOINT, "grid")
+# Names aalr itself leaves in a run's folder besides RUN_FILES (and ".*.tmp", cut-short writes).
+OWN_FILES = (guard.LOCK, guard.REPLACED, guard.MOVING, ".write-test")
 # Settings that may differ between a run and its resumption (where and how, not what).
 RESUMABLE_DIFFERENCES = frozenset(
     {"device", "precision", "channels_last", "data_dir", "progress", "resume", "force", "out"}
 )
+# Settings every config.json this harness ever wrote holds: what makes a config.json a run's.
+RUN_CONFIG_KEYS = ("dataset", "model", "method", "epochs", "batch_size", "seed", "lr")
 MIN_FREE_MIB = 50
+
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+SUMMARY_STATUSES = (STATUS_FINISHED, STATUS_DIVERGED)
+# Keys every summary.json this harness ever wrote holds, and what each must be.
+_NUMBER = (int, float)
+SUMMARY_KEYS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "method": (str,),
+    "dataset": (str,),
+    "model": (str,),
+    "seed": (int,),
+    "epochs": (int,),
+    "final_test_acc": (*_NUMBER, type(None)),
+    "peak_test_acc": (*_NUMBER, type(None)),
+    "lr_trajectory": (list,),
+    "wall_seconds": _NUMBER,
+}
+
+
+class WriteError(OSError):
+    """A file of the run could not be written (a full disk, a vanished mount); the files written
+    before it are intact, so the run continues with --resume once the cause is fixed."""
 
 
 # -- writing files -------------------------------------------------------------------------------
@@ -73,8 +109,40 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or one it was raised while handling (torch's zip writer
+    answers a failed write with a RuntimeError of its own about file positions)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` into one :class:`WriteError` that names it."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as error:
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
+        failed = WriteError(
+            f"cannot write {str(path)!r}: {cause.strerror or cause}; the files written before it are intact"
+        )
+        failed.errno = cause.errno
+        raise failed from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    with _writing(path):
+        atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -92,21 +160,76 @@ def saved_settings(config: TrainConfig, *, validation: bool = False) -> dict[str
     return {**settings, "validation_split": True} if validation else settings
 
 
+# -- what a summary is ---------------------------------------------------------------------------
+def summary_problem(value: Any) -> str | None:
+    """Why ``value`` (a parsed summary.json) is not a run's summary, or None when it is one."""
+    if not isinstance(value, dict):
+        return f"it holds a JSON {type(value).__name__}, not an object"
+    status = value.get("status")
+    if status not in SUMMARY_STATUSES:
+        return f"its status is {status!r}, not one of {', '.join(SUMMARY_STATUSES)}"
+    missing = [key for key in SUMMARY_KEYS if key not in value]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    wrong = [
+        key
+        for key, types in SUMMARY_KEYS.items()
+        if not isinstance(value[key], types) or isinstance(value[key], bool)
+    ]
+    if wrong:
+        return "it has " + ", ".join(f"{key} = {value[key]!r}" for key in wrong)
+    return None
+
+
+def _summary_and_problem(run_dir: Path | str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's summary, or None and why not (None, None: there is no summary.json)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError as error:
+        return None, f"it is not UTF-8 text ({error})"
+    except OSError as error:
+        return None, f"it cannot be read ({error})"
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        return None, f"it is not JSON ({error})"
+    problem = summary_problem(value)
+    return (value, None) if problem is None else (None, problem)
+
+
+def read_summary(run_dir: Path | str) -> dict[str, Any] | None:
+    """The run's ``summary.json`` when it holds a summary (a dict with a known status and the keys
+    every finished run writes), else None: missing, unreadable, damaged or not a summary."""
+    return _summary_and_problem(run_dir)[0]
+
+
+def is_finished(run_dir: Path | str) -> bool:
+    """A run is finished iff its summary.json holds a summary (train.py writes it last, atomically)."""
+    return read_summary(run_dir) is not None
+
+
 # -- checkpoints ---------------------------------------------------------------------------------
 def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev."""
+    """Write the new checkpoint completely (temp file, fsync), keep the last good one as .prev.
+
+    The first checkpoint of a run that --force started replaces the old run: its backup goes."""
     path = out / CHECKPOINT
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        atomic_torch_save(state, tmp)
-        if path.exists():
-            os.replace(path, out / PREVIOUS_CHECKPOINT)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_directory(out)  # make both renames durable
+    with _writing(path):
+        fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=out)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            atomic_torch_save(state, tmp)
+            if path.exists():
+                os.replace(path, out / PREVIOUS_CHECKPOINT)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_directory(out)  # make both renames durable
+    guard.drop_backup(out)
 
 
 def _zip_is_intact(path: Path) -> str | None:
@@ -121,11 +244,16 @@ def _zip_is_intact(path: Path) -> str | None:
 
 
 def short_error(error: Exception) -> str:
-    """One line: torch's unpickling errors span a page and suggest weights_only=False, which we never do."""
+    """One line. torch's refusal of a pickled object spans a page and advises weights_only=False,
+    which would run whatever code the file names: it is never shown, only what the file holds."""
     text = str(error)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return "it holds pickled objects, refused by torch.load(weights_only=True): " + line.strip()
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text or "Weights only" in text:
+        names = list(dict.fromkeys(re.findall(r"GLOBAL\s+([\w.]+)", text)))
+        held = f" ({', '.join(names)})" if names else ""
+        return (
+            f"it holds objects{held} that only pickle can load, which can run any code; aalr loads "
+            "checkpoints with torch.load(weights_only=True) only and does not load such files"
+        )
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(error).__name__}: {first[:200]}"
 
@@ -158,9 +286,7 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
             log.warning("resuming from the previous checkpoint %s", path)
         return state
     if errors:
-        raise RunError(
-            "; ".join(errors) + "; no good checkpoint is left (delete the run directory to restart)"
-        )
+        raise RunError("; ".join(errors) + "; no good checkpoint is left (--force starts the run over)")
     return None
 
 
@@ -207,6 +333,42 @@ def check_writable(out: Path) -> None:
         )
 
 
+def _run_config(path: Path) -> tuple[Any, str | None]:
+    """The parsed config.json, and why it is not a run's settings (None when it is one)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return None, f"cannot read {str(path)!r}: {error}"
+    if not isinstance(saved, dict):
+        return saved, f"{str(path)!r} holds {type(saved).__name__}, not a run's settings"
+    missing = [key for key in RUN_CONFIG_KEYS if key not in saved]
+    if missing:
+        return saved, (f"{str(path)!r} holds an object without {', '.join(missing)}, not a run's settings")
+    return saved, None
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What in ``out`` is neither a run's file nor one aalr leaves there itself."""
+    found = []
+    for path in sorted(out.iterdir()):
+        name = path.name
+        if name in OWN_FILES or (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        if name not in RUN_FILES:
+            found.append(name)
+        elif name == "grid" and not path.is_dir():
+            found.append("grid (not a folder)")
+        elif name == "grid":
+            found += [
+                f"grid/{p.name}"
+                for p in sorted(path.iterdir())
+                if not (p.is_dir() and p.name.startswith("lr"))
+            ]
+        elif path.is_dir():
+            found.append(f"{name} (a folder)")
+    return found
+
+
 def prepare_out_dir(
     out: Path,
     config: TrainConfig,
@@ -215,37 +377,48 @@ def prepare_out_dir(
     force: bool,
     validation: bool = False,
 ) -> bool:
-    """Check the directory before training; return True when it holds a run to resume.
+    """Check the directory before training; return True when it holds a run to resume. The caller
+    holds the directory's lock (:func:`aalr.harness.guard.lock_out_dir`).
 
-    Refuses another run's directory unless ``resume`` (same settings; a grid's validation run and a
-    normal run never match) or ``force`` (start over: the old run is moved to ``REPLACED``, which
-    :func:`drop_replaced` deletes once the new run has a checkpoint, or :func:`undo_failed_start`
-    moves back if it fails before one).
+    First repairs what an interrupted ``--force`` left (:func:`aalr.harness.guard.recover`). A
+    config.json that is not a run's settings is never resumed, replaced or deleted. Another run's
+    directory is refused unless ``resume`` (same settings; a grid's validation run and a normal run never
+    match) or ``force`` (start over: the old run is moved aside, see :mod:`aalr.harness.guard`; a
+    folder that also holds other files is refused). A run's files without a config.json are refused
+    unless ``force``: they can be neither compared nor overwritten safely.
     """
-    config_path = out / "config.json"
     check_writable(out)
-    if not config_path.exists():
+    guard.recover(out, RUN_FILES)
+    present = [name for name in RUN_FILES if os.path.lexists(out / name)]
+    if not present:
         return False
+    config_path = out / "config.json"
+    saved: Any = None
+    if "config.json" in present:
+        saved, problem = _run_config(config_path)
+        if problem is not None:
+            raise RunError(f"{problem}; aalr neither resumes nor replaces such a folder: give another --out")
     if force:
-        backup = out / REPLACED
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.mkdir()
-        for name in RUN_FILES:
-            if (out / name).exists():
-                os.replace(out / name, backup / name)
+        foreign = _foreign_entries(out)
+        if foreign:
+            raise RunError(
+                f"--force replaces a run only, and {str(out)!r} also holds {', '.join(foreign)}; move "
+                "that away first or give another --out"
+            )
+        for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
+            stale.unlink(missing_ok=True)
+        guard.move_aside(out, present)
         return False
+    if saved is None:
+        raise RunError(
+            f"output directory {str(out)!r} holds {', '.join(present)} but no config.json: a run's files "
+            "without its settings can be neither resumed nor overwritten safely; use --force to replace "
+            "them (they are kept until the new run has its first checkpoint) or give another --out"
+        )
     if not resume:
         raise RunError(
             f"output directory {str(out)!r} holds another run (config.json); use --resume to continue it "
             "or --force to overwrite it"
-        )
-    try:
-        saved = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"cannot read {str(config_path)!r} to resume: {error}") from error
-    if not isinstance(saved, dict):
-        raise RunError(
-            f"cannot resume: {str(config_path)!r} holds {type(saved).__name__}, not a run's settings"
         )
     mine = saved_settings(config, validation=validation)
     differences = sorted(
@@ -257,7 +430,10 @@ def prepare_out_dir(
     )
     if differences:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
-        raise RunError(f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}")
+        raise RunError(
+            f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}; give the "
+            "saved settings to continue it, or --force (in the run's folder) to start it over"
+        )
     for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
         stale.unlink(missing_ok=True)
     return True
@@ -267,36 +443,55 @@ def look_before_run(
     out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
 ) -> dict[str, Any]:
     """:func:`prepare_out_dir`, and the summary of a run that has finished already:
-    ``{"resuming": bool, "summary": dict | None}``. An unreadable summary.json means the run is
-    finished again."""
+    ``{"resuming": bool, "summary": dict | None}``. A summary.json that is damaged or not a summary
+    (:func:`read_summary`) means the run is finished again, which is said."""
     resuming = prepare_out_dir(out, config, resume=resume, force=force, validation=validation)
-    if resuming and (out / "summary.json").exists():
-        try:
-            return {"resuming": True, "summary": json.loads((out / "summary.json").read_text())}
-        except json.JSONDecodeError:
-            log.warning("summary.json in %s is unreadable; finishing the run again", out)
+    if resuming:
+        summary, problem = _summary_and_problem(out)
+        if summary is not None:
+            return {"resuming": True, "summary": summary}
+        if problem is not None:
+            again = "from its checkpoint" if guard.has_checkpoint(out) else "from the start (no checkpoint)"
+            log.warning(
+                "%s is not a run's summary (%s); finishing the run again %s",
+                out / "summary.json",
+                problem,
+                again,
+            )
     return {"resuming": resuming, "summary": None}
 
 
+def nothing_to_resume(out: Path) -> bool:
+    """True when ``out`` holds no run at all, not even one an interrupted --force moved aside."""
+    return not any(os.path.lexists(out / name) for name in (*RUN_FILES, guard.REPLACED, guard.MOVING))
+
+
+def _grid_has_checkpoint(out: Path) -> bool:
+    grid = out / "grid"
+    return grid.is_dir() and any(guard.has_checkpoint(sub) for sub in grid.iterdir() if sub.is_dir())
+
+
 def undo_failed_start(out: Path, *, fresh: bool) -> None:
-    """A run that failed before its first checkpoint leaves ``out`` as it found it: no config.json
-    that would make a retry look like another run, and the run --force was replacing put back."""
-    if (out / CHECKPOINT).exists():
+    """A run that failed before its first checkpoint leaves ``out`` as it found it: the run --force
+    was replacing put back; no config.json (nor grid runs) that would make a retry look like another
+    run. Grid runs that have checkpoints are kept, with the config.json: --resume continues them."""
+    if guard.has_checkpoint(out):
         return  # it trained: resumable with --resume
-    if fresh:
-        for name in ("config.json", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    backup = out / REPLACED
-    if backup.is_dir():
-        for path in backup.iterdir():
-            if path.name == "grid":
-                shutil.rmtree(out / "grid", ignore_errors=True)
-            os.replace(path, out / path.name)
-        backup.rmdir()
+    if (out / guard.REPLACED).exists():
+        guard.restore_backup(out, RUN_FILES)
         log.warning("the run failed before its first checkpoint; the run it replaced is back in %s", out)
+        return
+    if not fresh:
+        return
+    if _grid_has_checkpoint(out):
+        log.warning("%s: the grid's runs so far are kept; --resume continues them", out)
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    if (out / "grid").is_dir():
+        shutil.rmtree(out / "grid")
 
 
 def drop_replaced(out: Path) -> None:
     """Delete the run --force replaced once the new run has a checkpoint (before one, keep it)."""
-    if (out / CHECKPOINT).exists():
-        shutil.rmtree(out / REPLACED, ignore_errors=True)  # the new run has replaced the old one
+    guard.drop_backup(out)

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aalr.harness.rundir import is_finished, read_summary
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -312,21 +314,6 @@ def load_suite(
             f"methods run: {', '.join(sorted(used_options))}"
         )
     return Suite(name=name, description=description, runs=runs, path=path)
-
-
-def read_summary(run_dir: Path | str) -> dict[str, Any] | None:
-    """The run's ``summary.json`` as a dict, or None when it is missing or unreadable (unfinished)."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
-def is_finished(run_dir: Path | str) -> bool:
-    """A run is finished iff its summary.json exists and parses (train.py writes it last, atomically)."""
-    return read_summary(run_dir) is not None
 
 
 class UnusableFile(ValueError):

@@ -1,10 +1,12 @@
 """One training run, the entry point: :func:`run` and the orchestration around the training loop.
 
-Read top to bottom: :func:`run` validates the settings (:mod:`aalr.harness.config`) and the output
-directory (:mod:`aalr.harness.rundir`: resume, --force, a run that is finished already), loads the data
-once, resolves an LR grid on a validation split when one is given (:func:`run_validation` for each LR,
-each resumable on its own), then trains with :func:`aalr.harness.loop.train_epochs` and writes the
-summary last. A run that fails before its first checkpoint leaves its directory as it found it.
+Read top to bottom: :func:`run` validates the settings (:mod:`aalr.harness.config`), locks the output
+directory for the whole run (:mod:`aalr.harness.guard`: one writer per directory) and checks it
+(:mod:`aalr.harness.rundir`: resume, --force, a run that is finished already), loads the data once and
+checks what only the data tell (a grid's split, a last batch of one sample), resolves an LR grid on a
+validation split when one is given (:func:`run_validation` for each LR, each resumable on its own),
+then trains with :func:`aalr.harness.loop.train_epochs` and writes the summary last. A run that fails
+before its first checkpoint leaves its directory as it found it.
 
 Under ``torchrun`` rank 0 alone checks and prepares the output directory and writes to it; every rank
 hears its answer (or its error), so that no rank waits for ever on another that has failed.
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from aalr.harness import distributed, loop, rundir
+from aalr.harness import distributed, guard, loop, rundir
 from aalr.harness.config import RunError, TrainConfig, check_launch, validate
 from aalr.harness.numerics import resolve_device
 
@@ -53,16 +55,33 @@ def run(
     out = Path(out)
     if launch is not None:
         distributed.init_process_group(*launch)
-    resuming, finished = _resume_state(out, config, resume=resume, force=force)
-    if finished is not None:
-        return finished  # a finished run costs no data load
+    held: list[guard.OutDirLock] = []  # rank 0's lock on ``out``, held until the run has ended
     try:
-        # loaded once for the run and its grid's validation runs; a missing or malformed file fails
-        # here and the directory is put back as it was (below), even with --force
+        resuming, finished = _resume_state(out, config, resume=resume, force=force, lock_into=held)
+        if finished is not None:
+            return finished  # a finished run costs no data load
+        board = None if tensorboard is None else Path(tensorboard)
+        return _load_and_run(out, config, launch, resuming, board)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _load_and_run(
+    out: Path,
+    config: TrainConfig,
+    launch: tuple[distributed.Launch, torch.device] | None,
+    resuming: bool,
+    tensorboard: Path | None,
+) -> dict[str, Any]:
+    """Load the data and train; a run that fails before its first checkpoint leaves ``out`` as it was."""
+    try:
+        # loaded once for the run and its grid's validation runs; a missing or malformed file, or data
+        # the settings cannot train on, fail here and the directory is put back as it was (below),
+        # even with --force
         dataset = loop.load_data(config)
-        return _run_in(
-            out, config, launch, dataset, resuming, None if tensorboard is None else Path(tensorboard)
-        )
+        loop.check_trainable(config, dataset)
+        return _run_in(out, config, launch, dataset, resuming, tensorboard)
     except BaseException:
         if distributed.is_main():
             rundir.undo_failed_start(out, fresh=not resuming)
@@ -117,12 +136,20 @@ def _run_in(
 
 
 def _resume_state(
-    out: Path, config: TrainConfig, *, resume: bool, force: bool, validation: bool = False
+    out: Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    force: bool,
+    validation: bool = False,
+    lock_into: list[guard.OutDirLock] | None = None,
 ) -> tuple[bool, dict[str, Any] | None]:
-    """Rank 0 checks and prepares ``out``; every rank learns whether the run resumes and, when it has
-    finished already, its summary."""
+    """Rank 0 checks and prepares ``out`` (first locking it, into ``lock_into``, when given); every
+    rank learns whether the run resumes and, when it has finished already, its summary."""
 
     def look() -> dict[str, Any]:
+        if lock_into is not None:
+            lock_into.append(guard.lock_out_dir(out))  # before anything there is read or written
         return rundir.look_before_run(out, config, resume=resume, force=force, validation=validation)
 
     state = _rank0_decides(look)
