@@ -472,6 +472,8 @@ def damaged_summaries() -> dict[str, str]:
         "a wrong status": json.dumps({**good, "status": "FAILED"}),
         "a wrong type": json.dumps({**good, "epochs": "two"}),
         "a boolean for a number": json.dumps({**good, "final_test_acc": True}),
+        "a NaN accuracy": json.dumps({**good, "final_test_acc": float("nan")}),
+        "an infinite accuracy": json.dumps({**good, "peak_test_acc": float("inf")}),
     }
 
 
@@ -497,6 +499,64 @@ def test_a_damaged_summary_is_not_finished_and_resume_finishes_the_run_again(
         k: v for k, v in original.items() if k != "wall_seconds"
     }
     assert (out / "metrics.jsonl").read_text() == rows  # from the last checkpoint: no epoch trained again
+
+
+def test_a_resume_rewrites_a_metrics_file_that_a_kill_cut_mid_line(finished: Path, tmp_path: Path) -> None:
+    out = copy(finished, tmp_path / "r")
+    rows = (out / "metrics.jsonl").read_text()
+    (out / "summary.json").unlink()
+    (out / "metrics.jsonl").write_text(rows[:-5])  # the last line cut short
+    code, err = run_cli(train_argv(NEW, out, "--resume"))
+    assert code == 0, err
+    assert (out / "metrics.jsonl").read_text() == rows  # the checkpoint's rows, whole
+    assert is_finished(out)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda out: (out / "summary.json").mkdir(), "summary.json is a folder where aalr writes a file"),
+        (
+            lambda out: ((out / "metrics.jsonl").unlink(), (out / "metrics.jsonl").mkdir()),
+            "metrics.jsonl is a folder where aalr writes a file",
+        ),
+        (lambda out: (out / guard.REPLACED).write_text("x"), "is not a folder that aalr made"),
+        (lambda out: (out / guard.MOVING).symlink_to(out / "grid"), "is not a folder that aalr made"),
+    ],
+)
+@pytest.mark.parametrize("flags", [["--resume"], ["--force"]])
+def test_a_file_where_aalr_keeps_a_folder_or_the_reverse_is_refused_naming_it(
+    finished: Path, tmp_path: Path, damage: Any, message: str, flags: list[str]
+) -> None:
+    out = copy(finished, tmp_path / "r")
+    (out / "summary.json").unlink()
+    damage(out)
+    before = tree(out)
+    code, err = run_cli(train_argv(NEW, out, *flags))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert tree(out) == before
+
+
+def test_an_out_whose_name_is_too_long_is_exit_2(tmp_path: Path) -> None:
+    code, err = run_cli(train_argv(NEW, tmp_path / ("x" * 300)))
+    assert code == 2, err
+    assert "is not writable" in err and "File name too long" in err and "--resume" not in err, err
+
+
+def test_a_second_compare_on_the_same_out_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    suite, out = tiny_suite(tmp_path / "s.toml"), tmp_path / "o"
+    held = guard.lock_out_dir(out)  # as a running `aalr compare` holds it
+    try:
+        code, err = run_cli(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"])
+    finally:
+        held.release()
+    assert code == 2, err
+    assert "is in use by another aalr run" in err, err
+    assert list(out.iterdir()) == []
+    code, err = run_cli(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"])
+    assert code == 0, err
+    assert not (out / guard.LOCK).exists()
 
 
 def test_a_real_summary_is_one(finished: Path) -> None:

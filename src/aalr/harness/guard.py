@@ -78,9 +78,9 @@ def lock_out_dir(out: Path) -> OutDirLock:
     Raises :class:`RunError` when another process holds it (naming that process), or when ``out``
     cannot be made or written.
     """
-    if out.exists() and not out.is_dir():
-        raise RunError(f"output path {str(out)!r} exists and is not a directory")
     try:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"output path {str(out)!r} exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _not_writable(out, error) from error
@@ -149,6 +149,12 @@ def recover(out: Path, new_run_files: tuple[str, ...]) -> None:
     ``new_run_files``: the names a new run writes, deleted when the old run is put back.
     """
     moving, replaced = out / MOVING, out / REPLACED
+    for path in (moving, replaced):
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+            raise RunError(
+                f"{str(path)!r} is not a folder that aalr made (it keeps a run --force replaces there); "
+                "move it away or give another --out"
+            )
     if moving.exists() and replaced.exists():
         raise RunError(
             f"{str(out)!r} holds both {MOVING} and {REPLACED}, which aalr never leaves together; the "

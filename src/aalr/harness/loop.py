@@ -177,6 +177,8 @@ def train_epochs(
         )
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
+        if distributed.is_main():  # metrics.jsonl is the checkpoint's rows again, whatever a kill left
+            rundir.write_metrics(out, rows)
         before = rows[-1].get("numerics") if rows else None
         will_train = start_epoch < config.epochs and status == STATUS_FINISHED
         if will_train and before is not None and before != computed_in:  # allowed, but never unnoticed

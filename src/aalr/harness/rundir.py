@@ -178,6 +178,14 @@ def summary_problem(value: Any) -> str | None:
     ]
     if wrong:
         return "it has " + ", ".join(f"{key} = {value[key]!r}" for key in wrong)
+    # an accuracy is a ratio of counts: NaN or inf is never one this harness wrote
+    unreal = [
+        k
+        for k in ("final_test_acc", "peak_test_acc")
+        if isinstance(value[k], float) and not math.isfinite(value[k])
+    ]
+    if unreal:
+        return "it has " + ", ".join(f"{key} = {value[key]!r}" for key in unreal)
     return None
 
 
@@ -392,6 +400,12 @@ def prepare_out_dir(
     present = [name for name in RUN_FILES if os.path.lexists(out / name)]
     if not present:
         return False
+    folders = [name for name in present if name != "grid" and (out / name).is_dir()]
+    if folders:  # not a run's: a file aalr writes cannot be written there
+        raise RunError(
+            f"{', '.join(str(out / n) for n in folders)} is a folder where aalr writes a file; move it "
+            "away or give another --out"
+        )
     config_path = out / "config.json"
     saved: Any = None
     if "config.json" in present:

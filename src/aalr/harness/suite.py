@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aalr.harness import guard
 from aalr.harness.rundir import is_finished, read_summary
 
 if sys.version_info >= (3, 11):
@@ -517,9 +518,22 @@ def run_suite(
     out_root = Path(out_root)
     selected = _select(suite, only, out_root)
     _refuse_other_settings(suite, selected, out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    _write_order(suite, out_root)
+    # one suite runner per output folder (each run also locks its own folder): a second one would
+    # race the first from run to run and record each run the first holds as a failure
+    lock = guard.lock_out_dir(out_root)
+    try:
+        _write_order(suite, out_root)
+        return _run_selected(selected, out_root, run_fn, progress)
+    finally:
+        lock.release()
 
+
+def _run_selected(
+    selected: list[RunSpec],
+    out_root: Path,
+    run_fn: Callable[[dict[str, Any], Path], object],
+    progress: Callable[[str], None],
+) -> list[Path]:
     finished: list[Path] = []
     failed = 0
     total = len(selected)
