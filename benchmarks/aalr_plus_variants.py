@@ -13,6 +13,9 @@ Variants (all with rollback in phase 2 and the budget finish, as aalr-plus):
 - ``restart``: the paper's phase 1 (a failure restarts from the initial weights): aalr-plus before.
 - ``restart-short``: the same with phase-1 patience scaled to the budget (epochs // 10, 1 to 10).
 - ``restart-short-linear``: the same with the ``linear`` finish.
+- ``collapse``: ``rollback`` but a phase-2 halving restores only a collapse (``rollback_on="collapse"``).
+- ``ceiling``: ``rollback`` with ``ceiling=True`` (an LR that failed again is retried ever less often).
+- ``collapse-ceiling``: both.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ FMNIST: dict[str, Any] = {
 MNIST1D: dict[str, Any] = {"dataset": "mnist1d", "model": "mnist1d-cnn"}
 TASKS: dict[str, dict[str, Any]] = {
     "m30": {**MNIST1D, "epochs": 30},
+    "m50": {**MNIST1D, "epochs": 50},
     "m60": {**MNIST1D, "epochs": 60},
     "f8": {**FMNIST, "epochs": 8},
     "f16": {**FMNIST, "epochs": 16},
@@ -44,6 +48,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "restart": {"phase1_failure": "restart"},
     "restart-short": {"phase1_failure": "restart", "phase1_patience": "budget/10"},
     "restart-short-linear": {"phase1_failure": "restart", "phase1_patience": "budget/10", "finish": "linear"},
+    "collapse": {"phase1_failure": "rollback", "rollback_on": "collapse"},
+    "ceiling": {"phase1_failure": "rollback", "ceiling": True},
+    "collapse-ceiling": {"phase1_failure": "rollback", "rollback_on": "collapse", "ceiling": True},
 }
 
 

@@ -516,3 +516,80 @@ def test_a_diverged_round_acts_as_a_non_finite_loss_and_says_why(config, before)
     assert got.reason == expected.reason.replace("loss not finite", "spike: the loss jumped")
     assert "spike: the loss jumped" in got.reason
     assert plain.state_dict() == diverging.state_dict()
+
+
+# -- candidate AALR+ rules (issue 16): rollback_on="collapse", ceiling ----------------------------
+def drive(policy: AALRPolicy, windows: list[list[float]]) -> list[tuple[str, int]]:
+    """Feed each window's losses; the (action, exponent) of each window's last decision."""
+    out = []
+    for window in windows:
+        for loss in window:
+            decision = policy.step(loss)
+        out.append((decision.action, decision.lr_exponent))
+    return out
+
+
+# phase 1 ends after one epoch (9 < 10): phase 2 at k=1, p=1
+CYCLE = [
+    [9.0],
+    [8.5, 8.0],  # improves: k=2
+    [8.2, 8.1], [8.3, 8.2],  # two misses at k=2: halve to 1 (p=2)
+    [7.9, 7.8, 7.7],  # improves
+    [7.8, 7.75], [7.8, 7.75],  # two misses at k=2 again
+    [7.6, 7.5, 7.4],  # improves
+    [7.3, 7.2],  # improves
+]  # fmt: skip
+
+
+def test_ceiling_retries_an_lr_that_failed_twice_only_after_two_improving_windows():
+    plain = drive(AALRPolicy(initial_loss=10.0, config=AALRConfig(phase1_patience=1)), CYCLE)
+    capped = drive(AALRPolicy(initial_loss=10.0, config=AALRConfig(phase1_patience=1, ceiling=True)), CYCLE)
+    assert [k for _, k in plain] == [1, 2, 2, 1, 2, 2, 1, 2, 3]
+    # the same until k=2 has failed twice; then one improving window at k=1 is not enough
+    assert [k for _, k in capped] == [1, 2, 2, 1, 2, 2, 1, 1, 2]
+    assert capped[7] == ("save_best", 1)  # the improvement is still checkpointed
+
+
+def test_ceiling_waits_twice_as_long_after_each_further_failure_and_resets_on_a_miss():
+    policy = AALRPolicy(initial_loss=10.0, config=AALRConfig(phase1_patience=1, ceiling=True))
+    drive(policy, CYCLE[:7])  # k=2 has failed twice: k=1, p=2
+    assert (policy.ceiling_exponent, policy.ceiling_failures) == (2, 2)
+    drive(policy, [[7.6, 7.5, 7.4]])  # 1 of 2
+    drive(policy, [[7.45, 7.41], [7.45, 7.41]])  # two misses at k=1: halve from 1, a new ceiling
+    assert (policy.lr_exponent, policy.ceiling_exponent, policy.ceiling_failures) == (0, 1, 1)
+    state = policy.state_dict()
+    again = AALRPolicy(initial_loss=10.0)
+    again.load_state_dict(state)
+    assert again.state_dict() == state
+
+
+def test_old_states_without_the_ceiling_load_as_no_ceiling():
+    policy = AALRPolicy(initial_loss=10.0, config=AALRConfig(phase1_patience=1))
+    drive(policy, CYCLE[:3])
+    state = policy.state_dict()
+    for key in ("ceiling_exponent", "ceiling_failures", "ceiling_wins"):
+        del state[key]
+    again = AALRPolicy(initial_loss=10.0)
+    again.load_state_dict(state)
+    assert (again.ceiling_exponent, again.ceiling_failures, again.ceiling_wins) == (None, 0, 0)
+    with pytest.raises(ValueError, match="ceiling_failures must be an int >= 0"):
+        again.load_state_dict({**policy.state_dict(), "ceiling_failures": -1})
+
+
+@pytest.mark.parametrize(("miss", "restored"), [(8.2, False), (9.5, True)])
+def test_rollback_on_collapse_restores_only_a_loss_nearer_the_initial_one(miss, restored):
+    config = AALRConfig(phase1_patience=1, rollback=True, rollback_on="collapse")
+    policy = AALRPolicy(initial_loss=10.0, config=config)
+    drive(policy, CYCLE[:2])  # best 8.0, k=2; the midpoint of 8 and 10 is 9
+    (_, _), (action, k) = drive(policy, [[miss, miss], [miss, miss]])
+    assert (action, k) == ("restore_best" if restored else "none", 1)
+    always = AALRPolicy(initial_loss=10.0, config=AALRConfig(phase1_patience=1, rollback=True))
+    drive(always, CYCLE[:2])
+    assert drive(always, [[miss, miss], [miss, miss]])[1] == ("restore_best", 1)
+
+
+def test_the_new_rules_refuse_bad_values():
+    with pytest.raises(ValueError, match="rollback_on must be one of"):
+        AALRConfig(rollback_on="spike")
+    with pytest.raises(TypeError, match="ceiling must be True or False"):
+        AALRConfig(ceiling=1)  # type: ignore[arg-type]

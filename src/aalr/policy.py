@@ -66,6 +66,7 @@ WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
 FINISHES: tuple[str, ...] = ("steps", "linear", "none")
 PHASE1_FAILURES: tuple[str, ...] = ("restart", "rollback")
+ROLLBACK_ON: tuple[str, ...] = ("miss", "collapse")
 NON_FINITE = "loss not finite"  # the words of every decision on a non-finite loss
 FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
 
@@ -89,6 +90,14 @@ class AALRConfig:
         rollback: also restore the best checkpoint when phase 2 halves the LR after two missed
             windows. The paper restores only on a non-finite loss; a doubled LR can leave a network
             dead with a finite loss, from which halving alone never recovers.
+        rollback_on: when ``rollback`` restores on a halving: ``"miss"`` (default: every halving after
+            two missed windows) or ``"collapse"`` (only when the window's loss is nearer the initial
+            loss than ``L*``, :func:`nearer_initial`: a network the doubled LR broke, not a noisy miss,
+            which keeps training from where it is at the halved LR).
+        ceiling: after a halving from exponent ``c``, doubling back to ``c`` needs ``n`` improving
+            windows in a row at ``c - 1`` first, ``n`` = 1 after the first halving from ``c`` and twice
+            as many after each further one (a doubling that keeps failing is tried ever less often).
+            False (default): every improving window doubles.
         restart_best: ``L*`` after a phase-1 restart: ``"initial"`` (the initial loss, default: the
             restarted model is the initial one) or ``"keep"`` (the best loss seen so far).
         phase1_failure: what a phase-1 failure does: ``"restart"`` (the paper: halve the LR and
@@ -110,6 +119,8 @@ class AALRConfig:
     phase1_patience: int = 10
     window: str = "p+1"
     rollback: bool = False
+    rollback_on: str = "miss"
+    ceiling: bool = False
     restart_best: str = "initial"
     phase1_failure: str = "restart"
     total_epochs: int | None = None
@@ -147,6 +158,10 @@ class AALRConfig:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
         if not isinstance(self.rollback, bool):
             raise TypeError(f"rollback must be True or False, got {self.rollback!r}")
+        if self.rollback_on not in ROLLBACK_ON:
+            raise ValueError(f"rollback_on must be one of {ROLLBACK_ON}, got {self.rollback_on!r}")
+        if not isinstance(self.ceiling, bool):
+            raise TypeError(f"ceiling must be True or False, got {self.ceiling!r}")
         if self.restart_best not in RESTART_BEST:
             raise ValueError(f"restart_best must be one of {RESTART_BEST}, got {self.restart_best!r}")
         if self.phase1_failure not in PHASE1_FAILURES:
@@ -190,6 +205,14 @@ class Decision:
     lr_exponent: int
     reason: str
     lr_scale: float = 1.0
+
+
+def nearer_initial(loss: float, best: float | None, initial: float | None) -> bool:
+    """Whether ``loss`` is nearer the initial loss than the best ``L*`` (a collapse, not a noisy miss):
+    above their midpoint, once training has made progress (``initial > best``); False otherwise."""
+    if best is None or initial is None or not initial > best:
+        return False
+    return loss > (best + initial) / 2
 
 
 def is_finite_real(value: object) -> bool:
@@ -240,6 +263,11 @@ class AALRPolicy:
     window_epoch: int = 0  # phase 2: epochs trained in the current window
     missed_windows: int = 0  # phase 2: windows in a row that ended without improvement (0 or 1)
     finish_epoch: int | None = None  # AALR+: the epoch whose decision started the finish
+    # ``ceiling``: the exponent a halving last came down from, how many halvings came from it in a row,
+    # and the improving windows in a row below it since the last
+    ceiling_exponent: int | None = None
+    ceiling_failures: int = 0
+    ceiling_wins: int = 0
 
     def __post_init__(self) -> None:
         self.initial_loss = check_loss_value(self.initial_loss)
@@ -422,8 +450,17 @@ class AALRPolicy:
         self.window_epoch = 0
         self.missed_windows = 0
 
+    def _halving_from_here(self) -> None:
+        """``ceiling``: count a phase-2 halving from the current exponent (before it is halved)."""
+        if self.ceiling_exponent == self.lr_exponent:
+            self.ceiling_failures += 1
+        else:
+            self.ceiling_exponent, self.ceiling_failures = self.lr_exponent, 1
+        self.ceiling_wins = 0
+
     def _phase2(self, loss: float) -> Decision:
         if not math.isfinite(loss):
+            self._halving_from_here()
             self.lr_exponent -= 1
             self.patience *= 2
             self.window_epoch = 0
@@ -443,14 +480,27 @@ class AALRPolicy:
         if loss < self.best:
             previous = self.best
             self.best = loss
-            self.lr_exponent += 1
             self.patience = 1
             self.missed_windows = 0
+            if self.config.ceiling and self.ceiling_exponent == self.lr_exponent + 1:
+                self.ceiling_wins += 1
+                needed = 2 ** (self.ceiling_failures - 1)
+                if self.ceiling_wins < needed:
+                    return Decision(
+                        "save_best",
+                        self.lr_exponent,
+                        f"phase 2: {loss:.6g} < best {previous:.6g}; checkpoint, p=1, LR kept: improving "
+                        f"window {self.ceiling_wins}/{needed} before retrying the LR that failed "
+                        f"{self.ceiling_failures} times",
+                    )
+            self.ceiling_wins = 0
+            self.lr_exponent += 1
             return Decision(
                 "save_best",
                 self.lr_exponent,
                 f"phase 2: {loss:.6g} < best {previous:.6g}; checkpoint, double LR, p=1",
             )
+        self.ceiling_wins = 0  # improving windows count in a row
         if self.missed_windows == 0:
             self.missed_windows = 1
             return Decision(
@@ -459,10 +509,16 @@ class AALRPolicy:
                 f"phase 2: {loss:.6g} >= best {self.best:.6g}; one more window at this LR",
             )
         self.missed_windows = 0
+        self._halving_from_here()
         self.lr_exponent -= 1
         self.patience *= 2
-        action = "restore_best" if self.config.rollback else "none"
-        rollback = "restore best, " if self.config.rollback else ""
+        restore = self.config.rollback and (
+            self.config.rollback_on == "miss" or nearer_initial(loss, self.best, self.initial_loss)
+        )
+        action = "restore_best" if restore else "none"
+        rollback = "restore best, " if restore else ""
+        if self.config.rollback and not restore:
+            rollback = "no collapse: keep training, "
         return Decision(
             action,
             self.lr_exponent,
@@ -480,6 +536,9 @@ class AALRPolicy:
         "window_epoch",
         "missed_windows",
         "finish_epoch",
+        "ceiling_exponent",
+        "ceiling_failures",
+        "ceiling_wins",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -488,7 +547,14 @@ class AALRPolicy:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = {"finish_epoch": None, **state}  # states saved before AALR+ existed
+        # states saved before AALR+ (the finish) and the ceiling existed
+        state = {
+            "finish_epoch": None,
+            "ceiling_exponent": None,
+            "ceiling_failures": 0,
+            "ceiling_wins": 0,
+            **state,
+        }
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
         if missing:
             raise ValueError(f"AALR policy state is missing keys {missing}")
@@ -529,6 +595,11 @@ def _check_policy_state(state: dict[str, Any]) -> None:
         raise bad("missed_windows", "0 or 1")
     if state["finish_epoch"] is not None and not is_int(state["finish_epoch"], 1):
         raise bad("finish_epoch", "None or an int >= 1")
+    if state["ceiling_exponent"] is not None and not is_int(state["ceiling_exponent"]):
+        raise bad("ceiling_exponent", "None or an int")
+    for key in ("ceiling_failures", "ceiling_wins"):
+        if not is_int(state[key], 0):
+            raise bad(key, "an int >= 0")
     for key in ("initial_loss", "best"):
         if state[key] is not None and not is_finite_real(state[key]):
             raise bad(key, "None or a finite number")

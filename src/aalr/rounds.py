@@ -21,7 +21,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from aalr.policy import is_finite_real
+from aalr.policy import is_finite_real, nearer_initial
 
 SPIKE_WINDOW = 5  # steps whose mean loss the spike rule judges: one bad batch alone is not a spike
 
@@ -65,7 +65,7 @@ class Round:
         if best is None or initial is None or not initial > best or len(self.recent) < self.window:
             return None
         recent = sum(self.recent) / len(self.recent)
-        if recent <= (best + initial) / 2:
+        if not nearer_initial(recent, best, initial):
             return None
         return (
             f"spike: the last {len(self.recent)} steps' mean loss {recent:.6g} is nearer the initial loss "

@@ -61,6 +61,8 @@ TUNER_OPTIONS = (
     "phase1_patience",
     "window",
     "rollback",
+    "rollback_on",
+    "ceiling",
     "restart_best",
     "phase1_failure",
     "finish",
@@ -90,7 +92,16 @@ def check_settings(*, total_epochs: int | None = None, **options: Any) -> None:
     AALRConfig.for_rules(options.get("rules", "plus"), total_epochs=total_epochs, **policy_options)
 
 
-_POLICY_OPTIONS = ("phase1_patience", "window", "rollback", "restart_best", "phase1_failure", "finish")
+_POLICY_OPTIONS = (
+    "phase1_patience",
+    "window",
+    "rollback",
+    "rollback_on",
+    "ceiling",
+    "restart_best",
+    "phase1_failure",
+    "finish",
+)
 
 
 class AALR:
@@ -115,7 +126,7 @@ class AALR:
         max_lr, min_lr: optional bounds on param group 0's LR (other groups keep their ratio): a
             doubling above ``max_lr`` or a halving below ``min_lr`` holds the LR at the last power of
             two times ``eta0`` within the bound. The AALR+ finish's decay multiplies on top.
-        phase1_patience, window, rollback, restart_best, phase1_failure, finish: see
+        phase1_patience, window, rollback, rollback_on, ceiling, restart_best, phase1_failure, finish: see
             :class:`aalr.AALRConfig` (``rollback``, ``phase1_failure`` and ``finish`` default to the
             rules' values).
         snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
@@ -155,6 +166,8 @@ class AALR:
         phase1_patience: int = 10,
         window: str = "p+1",
         rollback: bool | None = None,
+        rollback_on: str = "miss",
+        ceiling: bool = False,
         restart_best: str = "initial",
         phase1_failure: str | None = None,
         finish: str | None = None,
@@ -193,6 +206,8 @@ class AALR:
             phase1_patience=phase1_patience,
             window=window,
             rollback=rollback,
+            rollback_on=rollback_on,
+            ceiling=ceiling,
             restart_best=restart_best,
             phase1_failure=phase1_failure,
             total_epochs=budget,
