@@ -43,7 +43,15 @@ def lambda_lrs(multiplier: Any, steps: int, lr: float = 1.0) -> list[float]:
 def test_warmup_cosine_by_hand() -> None:
     lrs = lambda_lrs(WarmupCosine(total_steps=6, warmup_steps=2), 6)
     # warmup 0, 1/2; then 0.5 (1 + cos(pi k / 4)) for k = 0..4: peak, ..., 0 at the budget's end
-    expected = [0.0, 0.5, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0]
+    expected = [
+        0.0,
+        0.5,
+        1.0,
+        0.5 * (1 + math.cos(math.pi / 4)),
+        0.5,
+        0.5 * (1 + math.cos(3 * math.pi / 4)),
+        0.0,
+    ]
     assert lrs == pytest.approx(expected, abs=1e-12)
     assert WarmupCosine(6, 2)(100) == 0.0  # past the budget it stays at 0
 
@@ -89,7 +97,10 @@ def test_wsd_is_transformers_schedule(decay: str, total: int, warmup: int, decay
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: WarmupCosine(10, 10), r"warmup_steps \(10\) must be fewer than the budget's total_steps \(10\)"),
+        (
+            lambda: WarmupCosine(10, 10),
+            r"warmup_steps \(10\) must be fewer than the budget's total_steps \(10\)",
+        ),
         (lambda: WarmupCosine(0, 0), r"total_steps must be an integer >= 1, got 0"),
         (lambda: WarmupCosine(10, -1), r"warmup_steps must be an integer >= 0, got -1"),
         (lambda: WarmupStableDecay(10, 5, 6), r"warmup_steps \(5\) \+ decay_steps \(6\) exceed"),

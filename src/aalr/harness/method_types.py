@@ -14,7 +14,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     CosineAnnealingWarmRestarts,
     CyclicLR,
-    LambdaLR,
     LRScheduler,
     MultiStepLR,
     OneCycleLR,
@@ -225,7 +224,8 @@ class AALRMethod(Method):
             round_ = self.tuner.round
             return {
                 "action": "none",
-                "reason": f"round in progress: {round_.steps} of {round_.every_n_steps} steps, LR {self.lr:.6g}",
+                "reason": f"round in progress: {round_.steps} of {round_.every_n_steps} steps, "
+                f"LR {self.lr:.6g}",
             }
         restores = [r for r in made if str(r["action"]).startswith("restore")]
         shown = restores[0] if restores else made[-1]
@@ -296,11 +296,12 @@ class DoGMethod(Method):
 
 
 class ScheduleFreeMethod(Method):
-    """Schedule-free SGD or AdamW. ``train_mode``/``eval_mode`` switch the weights between ``y`` (where gradients
-    are taken) and the average ``x`` (what is evaluated). ``lr`` is the next step's LR, warmup
-    included. Built in train mode, so a loop that never calls ``train_mode`` still trains. BatchNorm
-    statistics gathered at ``y`` do not fit ``x``: the package's README recomputes them on a few
-    training batches before evaluating, and so does the harness (``refresh_batchnorm``)."""
+    """Schedule-free SGD or AdamW. ``train_mode``/``eval_mode`` switch the weights between ``y``
+    (where gradients are taken) and the average ``x`` (what is evaluated). ``lr`` is the next step's
+    LR, warmup included. Built in train mode, so a loop that never calls ``train_mode`` still
+    trains. BatchNorm statistics gathered at ``y`` do not fit ``x``: the package's README recomputes
+    them on a few training batches before evaluating, and so does the harness
+    (``refresh_batchnorm``)."""
 
     refresh_batchnorm = True
 
@@ -431,7 +432,10 @@ class RangeTestOneCycleMethod(Method):
 
     def _make_onecycle(self, max_lr: float) -> OneCycleLR:
         return OneCycleLR(
-            self.optimizer, max_lr=max_lr, total_steps=max(1, self.total_steps - self.test.steps), **self.onecycle
+            self.optimizer,
+            max_lr=max_lr,
+            total_steps=max(1, self.total_steps - self.test.steps),
+            **self.onecycle,
         )
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
@@ -445,9 +449,9 @@ class RangeTestOneCycleMethod(Method):
             why = f" ({self.test.stopped})" if self.test.stopped else ""
             return {
                 "action": "restore_initial",
-                "reason": f"LR range test over {self.test.steps} steps{why} suggests max LR {self.max_lr:.6g} "
-                f"({self.test.suggestion_rule}); weights and optimizer restored; one-cycle over "
-                f"{self.scheduler.total_steps} steps, LR now {self.lr:.6g}",
+                "reason": f"LR range test over {self.test.steps} steps{why} suggests max LR "
+                f"{self.max_lr:.6g} ({self.test.suggestion_rule}); weights and optimizer restored; "
+                f"one-cycle over {self.scheduler.total_steps} steps, LR now {self.lr:.6g}",
             }
         return {
             "action": "none",
@@ -496,9 +500,9 @@ class GreedyMethod(Method):
         greedy = self.greedy
         return {
             "action": action,
-            "reason": f"GreedyLR on training loss {train_loss:.6g} ({done}): LR {before:.6g} -> {self.lr:.6g}; "
-            f"best {greedy.best:.6g}, {greedy.num_good_epochs} better / {greedy.num_bad_epochs} worse in a row, "
-            f"patience {greedy.patience}",
+            "reason": f"GreedyLR on training loss {train_loss:.6g} ({done}): LR {before:.6g} -> "
+            f"{self.lr:.6g}; best {greedy.best:.6g}, {greedy.num_good_epochs} better / "
+            f"{greedy.num_bad_epochs} worse in a row, patience {greedy.patience}",
         }
 
     def _extra_state(self) -> dict[str, Any]:

@@ -141,11 +141,11 @@ from aalr.harness.schedules import (
 
 __all__ = [
     "AALR_METHODS",
-    "PRACTITIONER_METHODS",
     "ADAM_BETAS",
     "HYPERGRAD_BETA",
     "METHODS",
     "PEER_METHODS",
+    "PRACTITIONER_METHODS",
     "REGISTRY",
     "SGDHD",
     "SGD_MOMENTUM",
@@ -747,7 +747,8 @@ def _onecycle_options(job: Build) -> dict[str, Any]:
         chosen[key] = check_momentum(chosen[key])
     if chosen["base_momentum"] > chosen["max_momentum"]:
         raise ValueError(
-            f"base_momentum ({chosen['base_momentum']}) must be at most max_momentum ({chosen['max_momentum']})"
+            f"base_momentum ({chosen['base_momentum']}) must be at most max_momentum "
+            f"({chosen['max_momentum']})"
         )
     for key in ("div_factor", "final_div_factor"):
         chosen[key] = positive_float(chosen[key], key)

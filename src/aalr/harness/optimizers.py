@@ -1,9 +1,9 @@
 """The optimizers and optimizer settings the harness's methods share.
 
-``sgd``, ``adam`` and ``adamw`` build torch's SGD, Adam and AdamW from a method's options (popping those they use and
-recording every value in a plain dict); :class:`SGDHD` is hypergradient descent (Baydin et al. 2018),
-with :class:`SGDHDReference`, its slow float64 version, to test it against. The ``*_float``/``*_int``
-checks raise the messages every method's settings share.
+``sgd``, ``adam`` and ``adamw`` build torch's SGD, Adam and AdamW from a method's options (popping
+those they use and recording every value in a plain dict); :class:`SGDHD` is hypergradient descent
+(Baydin et al. 2018), with :class:`SGDHDReference`, its slow float64 version, to test it against.
+The ``*_float``/``*_int`` checks raise the messages every method's settings share.
 """
 
 from __future__ import annotations

@@ -221,9 +221,15 @@ class GreedyLR:
 
     def _is_better(self, current: float) -> bool:
         if self.mode == "min":
-            bar = self.best * (1.0 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold
+            bar = (
+                self.best * (1.0 - self.threshold)
+                if self.threshold_mode == "rel"
+                else self.best - self.threshold
+            )
             return current < bar
-        bar = self.best * (1.0 + self.threshold) if self.threshold_mode == "rel" else self.best + self.threshold
+        bar = (
+            self.best * (1.0 + self.threshold) if self.threshold_mode == "rel" else self.best + self.threshold
+        )
         return current > bar
 
     def _reduce(self) -> str:
@@ -385,7 +391,9 @@ class LRRangeTest:
             return True
         self.best = min(self.best, smoothed)
         if smoothed > self.stop_factor * self.best:
-            self.stopped = f"smoothed loss {smoothed:.4g} > {self.stop_factor:g} x its minimum {self.best:.4g}"
+            self.stopped = (
+                f"smoothed loss {smoothed:.4g} > {self.stop_factor:g} x its minimum {self.best:.4g}"
+            )
             return True
         return self.done
 
@@ -396,7 +404,9 @@ class LRRangeTest:
         first_bad = next((i for i, value in enumerate(losses) if math.isnan(value)), len(losses))
         lrs, losses = lrs[:first_bad], losses[:first_bad]
         if not losses:  # a test too short for fastai's cut: every finite point
-            pairs = [(lr, loss) for lr, loss in zip(self.lrs, self.losses, strict=True) if math.isfinite(loss)]
+            pairs = [
+                (lr, loss) for lr, loss in zip(self.lrs, self.losses, strict=True) if math.isfinite(loss)
+            ]
             if not pairs:
                 return self.start_lr
             lrs, losses = [lr for lr, _ in pairs], [loss for _, loss in pairs]
@@ -413,7 +423,9 @@ class LRRangeTest:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or set(state) != {"lrs", "losses", "average", "best", "stopped"}:
-            raise ValueError(f"LR range test state must hold lrs, losses, average, best, stopped; got {state!r}")
+            raise ValueError(
+                f"LR range test state must hold lrs, losses, average, best, stopped; got {state!r}"
+            )
         if len(state["lrs"]) != len(state["losses"]) or len(state["lrs"]) > self.num_it:
             raise ValueError("LR range test state: lrs and losses must be lists of equal length <= num_it")
         self.lrs = [float(v) for v in state["lrs"]]
