@@ -19,7 +19,7 @@ from torch import nn
 
 from aalr.cli import main
 from aalr.harness import rundir
-from aalr.harness.methods import PRACTITIONER_METHODS, Method, build_method
+from aalr.harness.methods import PRACTITIONER_METHODS, Method, build_method, describe
 from aalr.harness.train import run
 
 FAST = {"dataset": "mnist1d", "batch_size": 128, "train_subset": 512, "progress": False}  # 4 steps an epoch
@@ -375,7 +375,17 @@ def rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", PRACTITIONER_METHODS)
+def test_aalr_list_shows_each_with_its_defaults_and_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in PRACTITIONER_METHODS:
+        line = next(line for line in out.splitlines() if line.strip().startswith(f"{name} "))
+        assert describe(name) in line
+        assert any(str(year) in line for year in range(2015, 2026)), name  # a cited source
+
+
+# prodigy is older; it runs here too, on the same budget as the new ones (it has no schedule to fit)
+@pytest.mark.parametrize("name", [*PRACTITIONER_METHODS, "prodigy"])
 def test_aalr_train_runs_two_epochs(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / name
     # batches of 16: 32 steps an epoch, so that 5% of the budget is a warmup of 3 steps

@@ -43,6 +43,39 @@ dog            dog.DoG reps_rel 1e-6 (1e-4  none; no iterate averaging          
                weight decay 5e-4
 =============  ===========================  ========================================  ====================
 
+The methods a practitioner reaches for today without tuning (issues 16 and 18; :data:`PRACTITIONER_METHODS`,
+not in the committed suites). "The budget" is ``epochs * steps_per_epoch`` optimizer steps (in step
+mode: rounds times steps per round); each schedule below is stepped per batch over it.
+
+==================  ======================  =========================================  =================
+name                optimizer               LR schedule / tuner                        source of defaults
+==================  ======================  =========================================  =================
+sgd-cosine          SGD lr 0.1, momentum    LambdaLR: linear warmup 0 -> lr over 5%    Loshchilov &
+                    0.9, wd 5e-4            of the budget, cosine to 0 at its end      Hutter 2017;
+                                            (transformers' get_cosine_schedule_with_   Goyal et al. 2017
+                                            warmup); a list of LRs: best of a grid     (warmup)
+adamw-cosine        AdamW lr 1e-3, betas    as sgd-cosine                              Loshchilov &
+                    0.9/0.999, wd 0.05                                                 Hutter 2019
+onecycle            SGD as sgd-cosine       torch's OneCycleLR, max_lr 0.1, its        Smith & Topin
+                                            defaults: pct_start 0.3, cos, div 25,      2019; torch
+                                            final_div 1e4, momentum 0.95-0.85
+lr-range-onecycle   SGD as sgd-cosine       fastai's lr_find (1e-7 -> 10, 100 steps,   fastai 2
+                                            at most 1/4 of the budget, stop at 4x the  (lr_find,
+                                            smoothed minimum, suggestion "valley"),    valley), Smith
+                                            weights and optimizer restored, then       2017
+                                            OneCycleLR to it over the rest
+wsd                 AdamW as adamw-cosine   LambdaLR: 5% linear warmup, constant,      Hu et al. 2024;
+                                            1-sqrt decay to 0 over the last 20%        Hagele et al. 2024
+greedy              SGD as sgd-cosine       GreedyLR on each epoch's training loss:    transformers'
+                                            factor 0.95, patience 10, LR in            GreedyLR
+                                            [lr/100, 10 lr] (= 1e-3..1.0 at 0.1)       (arXiv 2512.14527)
+greedy-adamw        AdamW as adamw-cosine   as greedy: LR in [1e-5, 1e-2]              same
+aalr-plus-adamw     AdamW as adamw-cosine   AALR+ as aalr-plus                         this package
+schedulefree-adamw  AdamWScheduleFree lr    5% linear warmup, evaluated at the         Defazio et al.
+                    2.5e-3 (its default),   averaged weights                           2024, package
+                    wd 0.05                                                            defaults
+==================  ======================  =========================================  =================
+
 Choices worth knowing:
 
 * SGD-based methods share one optimizer setting (momentum 0.9, weight decay 5e-4, no Nesterov: the
@@ -71,6 +104,30 @@ Choices worth knowing:
   that iterate averaging matters for DoG's final accuracy; it is a separate model copy, so it is
   left out here (the comparison is of LR methods on the trained weights).
 * Peer constructors get ``lr`` and ``weight_decay``; other ``**options`` go to their constructors.
+* AdamW methods share one setting too: lr 1e-3 (Adam's default, torch's AdamW default), weight decay
+  0.05 (:data:`aalr.harness.optimizers.ADAMW_WEIGHT_DECAY`: DeiT/Swin/ConvNeXt and timm's AdamW
+  recipes; torch's default is 0.01). ``schedulefree-adamw`` keeps its package's lr 2.5e-3 and takes
+  the shared 0.05, as ``schedulefree`` takes the SGD 5e-4 rather than its package's 0.
+* Warmup is transformers' (the first step at LR 0, linear to the peak at step ``warmup_steps`` =
+  ``round(0.05 * budget)``); schedules that end at 0 leave ``lr`` at 0.0 after the last step.
+* WSD's decay: 1-sqrt, not linear, since Hagele et al. 2024 ("Scaling Laws and Compute-Optimal
+  Training Beyond Fixed Training Durations") found the 1-sqrt cooldown better than linear and 20% of
+  the run enough to match cosine; ``decay=linear`` and ``decay_fraction`` are options.
+* lr-range-onecycle: the range test uses the loop's own first batches, so its steps come out of
+  the budget (the one-cycle gets the rest) and its losses are in the first epoch's mean training
+  loss; ``settings["range_test_steps"]`` and the end's ``reason`` (action ``restore_initial``) say
+  how many it took. fastai's current default suggestion is ``valley`` (since fastai 2.5; the
+  older "LR at the minimum / 10" is ``suggestion=minimum``). torch's OneCycleLR defaults, not
+  fastai's fit_one_cycle's (pct_start 0.25, final div 1e5). The test also stops at a non-finite loss
+  (fastai 2 does not; a NaN would end the harness's run).
+* greedy: transformers' Trainer steps GreedyLR with the evaluation loss at each evaluation; here
+  it gets the epoch's (or round's) mean training loss once per epoch (or round), since no LR here
+  is chosen on the test set and a validation split would take training data. Its bounds are
+  transformers' 1e-3 and 1.0 as ratios to SGD's 0.1, so that AdamW at 1e-3 can move both ways
+  (with transformers' absolute 1e-3 floor it could only go up).
+* spike_rollback (AALR methods, off by default): the tuner in step mode with a round of one
+  epoch's steps (``every_n_steps`` = ``steps_per_epoch``), fed every step's loss; see
+  :class:`aalr.harness.method_types.AALRMethod`.
 
 The registry: one :class:`MethodSpec` per method in :data:`REGISTRY` (at the end of this module)
 holds its name, its one-line description, its default LR and weight decay, its optimizer family,
