@@ -21,6 +21,7 @@ from aalr.harness.methods import (
     AALR_METHODS,
     METHODS,
     PEER_METHODS,
+    PRACTITIONER_METHODS,
     REGISTRY,
     MissingPackageError,
     Requirement,
@@ -34,6 +35,8 @@ from aalr.harness.methods import (
 )
 
 STEPS = 3  # batches per "epoch" in these tests
+ENDS_AT_ZERO = ("sgd-cosine", "adamw-cosine", "wsd")
+PER_BATCH = ("sgdr", "clr", "sgd-cosine", "adamw-cosine", "onecycle", "lr-range-onecycle", "wsd")
 
 
 def tiny_model(seed: int = 0, batchnorm: bool = False) -> nn.Module:
@@ -66,7 +69,7 @@ def train(
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             method.optimizer.step()
-            method.after_batch()
+            method.after_batch(loss.item() if method.wants_step_loss else None)
             losses.append(loss.item())
             total += loss.item()
         outcomes.append(method.end_epoch(total / steps))
@@ -101,11 +104,12 @@ def test_every_method_trains_two_epochs(name: str) -> None:
     assert method.name == name
     assert len(losses) == 2 * STEPS and all(math.isfinite(loss) for loss in losses)
     assert all(math.isfinite(lr) and lr >= 0 for lr in [*lrs, method.lr])
-    assert method.lr > 0
+    # the schedules that end at 0 when the budget (here these two epochs) is spent
+    assert (method.lr == 0) == (name in ENDS_AT_ZERO)
     for outcome in outcomes:
         assert set(outcome) == {"action", "reason"}
         assert isinstance(outcome["action"], str) and outcome["reason"]
-    assert method.per_batch == (name in ("sgdr", "clr"))
+    assert method.per_batch == (name in PER_BATCH)
     assert json.loads(json.dumps(method.settings))["method"] == name
 
 
@@ -268,8 +272,9 @@ def test_default_lr() -> None:
     for name in ("aalr", "aalr-rollback", "aalr-adam", "const", "sgdr", "adam", "hypergrad"):
         assert build(name, tiny_model()).lr == default_lr(name)
     for name in PEER_METHODS:
-        assert default_lr(name) == 1.0
-        assert build(name, tiny_model()).settings["lr"] == 1.0
+        expected = 2.5e-3 if name == "schedulefree-adamw" else 1.0  # AdamWScheduleFree's own default
+        assert default_lr(name) == expected
+        assert build(name, tiny_model()).settings["lr"] == expected
 
 
 def test_weight_decay_defaults_and_override() -> None:
@@ -389,9 +394,12 @@ def test_registry_holds_one_spec_per_method() -> None:
     assert METHODS == (
         "aalr", "aalr-rollback", "aalr-adam", "aalr-plus", "step", "const", "sgdr", "clr", "adam",
         "hypergrad", "prodigy", "dadapt", "schedulefree", "dog",
+        "sgd-cosine", "adamw-cosine", "onecycle", "lr-range-onecycle", "wsd", "greedy", "greedy-adamw",
+        "aalr-plus-adamw", "schedulefree-adamw",
     )  # fmt: skip
-    assert AALR_METHODS == ("aalr", "aalr-rollback", "aalr-adam", "aalr-plus")
-    assert PEER_METHODS == ("prodigy", "dadapt", "schedulefree", "dog")
+    assert METHODS[-len(PRACTITIONER_METHODS) :] == PRACTITIONER_METHODS
+    assert AALR_METHODS == ("aalr", "aalr-rollback", "aalr-adam", "aalr-plus", "aalr-plus-adamw")
+    assert PEER_METHODS == ("prodigy", "dadapt", "schedulefree", "dog", "schedulefree-adamw")
     for name, spec in REGISTRY.items():
         assert spec.name == name and method_spec(name) is spec
         assert describe(name) == f"{name}: {spec.description}"
@@ -407,6 +415,7 @@ def test_aalr_specs_tuner_settings_are_what_the_tuner_gets() -> None:
         "aalr-rollback": (True, "restart", None),
         "aalr-adam": (False, "restart", None),
         "aalr-plus": (True, "rollback", 4),
+        "aalr-plus-adamw": (True, "rollback", 4),
     }
     for name, settings in expected.items():
         config = build(name, tiny_model(), epochs=4).tuner.config  # type: ignore[attr-defined]

@@ -33,6 +33,8 @@ def test_the_documented_suites_exist():
 
 
 def test_quick_runs_every_method():
-    from aalr.harness.methods import METHODS
+    # every method but those added after its committed results (which tests/test_results_replay.py
+    # replays): they are in `aalr list` and tested in tests/harness/test_practitioner_methods.py
+    from aalr.harness.methods import METHODS, PRACTITIONER_METHODS
 
-    assert set(load_suite("quick").methods) == set(METHODS)
+    assert set(load_suite("quick").methods) == set(METHODS) - set(PRACTITIONER_METHODS)

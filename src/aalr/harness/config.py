@@ -24,7 +24,7 @@ from torch import nn
 from aalr.harness import distributed
 from aalr.harness.numerics import PRECISIONS
 
-GRID_METHODS = ("step", "const")
+GRID_METHODS = ("step", "const", "sgd-cosine", "adamw-cosine")
 
 
 class RunError(ValueError):

@@ -231,7 +231,8 @@ def train_epochs(
                     loss_sum += loss.detach().double() * len(index)  # non-finite: the epoch's loss is too
                     break
                 raise
-            method.after_batch()
+            # the step's loss as a float only for a method that asks (a device sync each step)
+            method.after_batch(float(loss.detach()) if method.wants_step_loss else None)
             loss_sum += loss.detach().double() * len(index)
         train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
         distributed.sync_buffers(model)

@@ -6,21 +6,37 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR, MultiStepLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
+)
+
+from aalr.harness.schedules import GreedyLR, LRRangeTest
 
 
 class Method:
     """One run's LR method: an optimizer plus whatever sets its LR. The training loop drives it.
 
-    Call order per epoch: ``train_mode()``; for each batch ``optimizer.step()`` then ``after_batch()``;
-    ``end_epoch(mean_train_loss)``; ``eval_mode()`` before evaluating. ``lr`` is the LR the next batch
-    uses (param group 0). ``settings`` is a plain dict of every default used, for the run's config.
+    Call order per epoch: ``train_mode()``; for each batch ``optimizer.step()`` then
+    ``after_batch(loss)``; ``end_epoch(mean_train_loss)``; ``eval_mode()`` before evaluating. ``lr``
+    is the LR the next batch uses (param group 0). ``settings`` is a plain dict of every default used,
+    for the run's config.
+
+    ``after_batch`` gets the step's training loss as a float where the method says it wants one
+    (``wants_step_loss``); otherwise None, so that other methods cost no per-step device sync.
     """
 
     per_batch: bool = False
+    # after_batch needs each step's training loss (a float: one device sync per step)
+    wants_step_loss: bool = False
     # The weights evaluated are not the weights trained (schedule-free): the training loop recomputes
     # BatchNorm statistics at the evaluated weights before evaluating.
     refresh_batchnorm: bool = False
@@ -34,8 +50,9 @@ class Method:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def after_batch(self) -> None:
-        """Called after each ``optimizer.step()``."""
+    def after_batch(self, loss: float | None = None) -> None:
+        """Called after each ``optimizer.step()``, with the step's training loss when
+        ``wants_step_loss`` (else None)."""
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
         """Called once per epoch with its mean training loss; returns ``{"action", "reason"}``."""
@@ -118,7 +135,7 @@ class SGDRMethod(Method):
         self.epochs_done = 0
         self.batches_done = 0  # in the current epoch
 
-    def after_batch(self) -> None:
+    def after_batch(self, loss: float | None = None) -> None:
         self.batches_done += 1
         self.scheduler.step(self.epochs_done + self.batches_done / self.steps_per_epoch)
 
@@ -157,7 +174,7 @@ class CyclicMethod(Method):
         super().__init__(name, optimizer, settings)
         self.scheduler = scheduler
 
-    def after_batch(self) -> None:
+    def after_batch(self, loss: float | None = None) -> None:
         self.scheduler.step()
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
@@ -172,15 +189,48 @@ class CyclicMethod(Method):
 
 
 class AALRMethod(Method):
-    """An optimizer whose LR the AALR tuner sets once per epoch (it may restore weights then)."""
+    """An optimizer whose LR the AALR tuner sets once per epoch (it may restore weights then).
+
+    With a tuner in step mode (made with ``every_n_steps`` = the steps of an epoch, for
+    ``spike_rollback``), each step's loss goes to ``tuner.observe``: a round ends at the epoch's last
+    step as before (on the mean of its step losses), or at once on a spike or a non-finite loss, which
+    restores the best checkpoint and halves the LR mid-epoch. ``end_epoch`` then only reports the
+    decisions taken during the epoch. After a spike the next round again lasts ``every_n_steps``
+    steps, so later rounds end mid-epoch: decisions stay one a round, not one an epoch.
+    """
 
     def __init__(self, name: str, optimizer: Optimizer, settings: dict[str, Any], tuner: Any) -> None:
         super().__init__(name, optimizer, settings)
         self.tuner = tuner
+        self.step_mode = tuner.round is not None
+        self.wants_step_loss = self.step_mode
+        self.decisions: list[dict[str, Any]] = []  # step mode: taken since the last end_epoch
+
+    def after_batch(self, loss: float | None = None) -> None:
+        if not self.step_mode:
+            return
+        if loss is None:
+            raise RuntimeError(f"{self.name} with spike_rollback needs each step's loss: after_batch(loss)")
+        record = self.tuner.observe(loss)
+        if record is not None:
+            self.decisions.append(record)
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
-        record = self.tuner.step(train_loss)
-        return {"action": str(record["action"]), "reason": str(record["reason"])}
+        if not self.step_mode:
+            record = self.tuner.step(train_loss)
+            return {"action": str(record["action"]), "reason": str(record["reason"])}
+        made, self.decisions = self.decisions, []
+        if not made:
+            round_ = self.tuner.round
+            return {
+                "action": "none",
+                "reason": f"round in progress: {round_.steps} of {round_.every_n_steps} steps, "
+                f"LR {self.lr:.6g}",
+            }
+        restores = [r for r in made if str(r["action"]).startswith("restore")]
+        shown = restores[0] if restores else made[-1]
+        reason = "; ".join(f"step {r['last_step']}: {r['reason']}" for r in made)
+        return {"action": str(shown["action"]), "reason": reason}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"tuner": self.tuner.state_dict()}
@@ -246,11 +296,12 @@ class DoGMethod(Method):
 
 
 class ScheduleFreeMethod(Method):
-    """Schedule-free SGD. ``train_mode``/``eval_mode`` switch the weights between ``y`` (where gradients
-    are taken) and the average ``x`` (what is evaluated). ``lr`` is the next step's LR, warmup
-    included. Built in train mode, so a loop that never calls ``train_mode`` still trains. BatchNorm
-    statistics gathered at ``y`` do not fit ``x``: the package's README recomputes them on a few
-    training batches before evaluating, and so does the harness (``refresh_batchnorm``)."""
+    """Schedule-free SGD or AdamW. ``train_mode``/``eval_mode`` switch the weights between ``y``
+    (where gradients are taken) and the average ``x`` (what is evaluated). ``lr`` is the next step's
+    LR, warmup included. Built in train mode, so a loop that never calls ``train_mode`` still
+    trains. BatchNorm statistics gathered at ``y`` do not fit ``x``: the package's README recomputes
+    them on a few training batches before evaluating, and so does the harness
+    (``refresh_batchnorm``)."""
 
     refresh_batchnorm = True
 
@@ -269,3 +320,193 @@ class ScheduleFreeMethod(Method):
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
         return {"action": "none", "reason": f"schedule-free LR {self.lr:.6g}"}
+
+
+class BudgetScheduleMethod(Method):
+    """A schedule over the run's whole budget of optimizer steps (``LambdaLR`` with a
+    :mod:`aalr.harness.schedules` multiplier, or ``OneCycleLR``), stepped after every batch.
+
+    The LR of the batch after ``k`` steps is the schedule's value at ``k``; after ``total_steps``
+    steps the scheduler is no longer stepped (OneCycleLR would raise), so a loop that runs longer keeps
+    the last LR.
+    """
+
+    per_batch = True
+
+    def __init__(
+        self,
+        name: str,
+        optimizer: Optimizer,
+        settings: dict[str, Any],
+        scheduler: LRScheduler,
+        total_steps: int,
+    ) -> None:
+        super().__init__(name, optimizer, settings)
+        self.scheduler = scheduler
+        self.total_steps = total_steps
+
+    def after_batch(self, loss: float | None = None) -> None:
+        if self.scheduler.last_epoch < self.total_steps:
+            self.scheduler.step()
+
+    def end_epoch(self, train_loss: float) -> dict[str, str]:
+        return {
+            "action": "none",
+            "reason": f"{self.settings['schedule']}: step {self.scheduler.last_epoch} of {self.total_steps}, "
+            f"LR {self.lr:.6g}",
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(dict(state["scheduler"]))
+
+
+class RangeTestOneCycleMethod(Method):
+    """fastai's recipe: an LR range test (:class:`aalr.harness.schedules.LRRangeTest`) on the run's
+    first steps, then the weights and the optimizer's state as they were before it, and OneCycleLR up
+    to the suggested LR over the rest of the budget.
+
+    The test's steps are the loop's own first batches (they count in the budget, and their losses
+    in the first epochs' mean training loss); ``settings["range_test_steps"]`` says how many there
+    were once it has ended, and the end's ``reason`` names them and the LR suggested. The copy of the
+    weights taken at construction (on the CPU) is part of the state until the test ends.
+    """
+
+    per_batch = True
+
+    def __init__(
+        self,
+        name: str,
+        optimizer: Optimizer,
+        settings: dict[str, Any],
+        model: nn.Module,
+        test: LRRangeTest,
+        total_steps: int,
+        onecycle: dict[str, Any],
+    ) -> None:
+        super().__init__(name, optimizer, settings)
+        self.model = model
+        self.test = test
+        self.total_steps = total_steps
+        self.onecycle = onecycle
+        self.max_lr: float | None = None
+        self.scheduler: OneCycleLR | None = None
+        self.snapshot: dict[str, Any] | None = {
+            "model": {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+        }
+        self.ended_this_epoch = False
+        self._set_lr(test.lr)
+
+    @property
+    def wants_step_loss(self) -> bool:  # type: ignore[override]
+        return self.scheduler is None  # the test watches the loss; the one-cycle does not
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def after_batch(self, loss: float | None = None) -> None:
+        if self.scheduler is not None:
+            if self.scheduler.last_epoch < self.scheduler.total_steps:
+                self.scheduler.step()
+            return
+        if loss is None:
+            raise RuntimeError(f"{self.name} needs each step's loss during its range test: after_batch(loss)")
+        if self.test.observe(loss):
+            self._start_onecycle()
+        else:
+            self._set_lr(self.test.lr)
+
+    def _start_onecycle(self) -> None:
+        assert self.snapshot is not None
+        self.model.load_state_dict(self.snapshot["model"])
+        self.optimizer.load_state_dict(self.snapshot["optimizer"])
+        self.snapshot = None
+        self.max_lr = self.test.suggestion()
+        self.scheduler = self._make_onecycle(self.max_lr)
+        self.settings.update(range_test_steps=self.test.steps, max_lr=self.max_lr)
+        self.ended_this_epoch = True
+
+    def _make_onecycle(self, max_lr: float) -> OneCycleLR:
+        return OneCycleLR(
+            self.optimizer,
+            max_lr=max_lr,
+            total_steps=max(1, self.total_steps - self.test.steps),
+            **self.onecycle,
+        )
+
+    def end_epoch(self, train_loss: float) -> dict[str, str]:
+        if self.scheduler is None:
+            return {
+                "action": "none",
+                "reason": f"LR range test: {self.test.steps} of {self.test.num_it} steps, LR {self.lr:.6g}",
+            }
+        if self.ended_this_epoch:
+            self.ended_this_epoch = False
+            why = f" ({self.test.stopped})" if self.test.stopped else ""
+            return {
+                "action": "restore_initial",
+                "reason": f"LR range test over {self.test.steps} steps{why} suggests max LR "
+                f"{self.max_lr:.6g} ({self.test.suggestion_rule}); weights and optimizer restored; "
+                f"one-cycle over {self.scheduler.total_steps} steps, LR now {self.lr:.6g}",
+            }
+        return {
+            "action": "none",
+            "reason": f"one-cycle to max LR {self.max_lr:.6g}: step {self.scheduler.last_epoch} of "
+            f"{self.scheduler.total_steps}, LR {self.lr:.6g}",
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "range_test": self.test.state_dict(),
+            "snapshot": self.snapshot,
+            "max_lr": self.max_lr,
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "ended_this_epoch": self.ended_this_epoch,
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.test.load_state_dict(state["range_test"])
+        snapshot = state["snapshot"]
+        self.snapshot = None if snapshot is None else copy.deepcopy(snapshot)
+        self.ended_this_epoch = bool(state["ended_this_epoch"])
+        if state["scheduler"] is None:
+            self.scheduler, self.max_lr = None, None
+            return
+        self.max_lr = float(state["max_lr"])
+        self.scheduler = self._make_onecycle(self.max_lr)  # it sets the groups' LRs: load them again
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(dict(state["scheduler"]))
+        self.settings.update(range_test_steps=self.test.steps, max_lr=self.max_lr)
+
+
+class GreedyMethod(Method):
+    """GreedyLR (:class:`aalr.harness.schedules.GreedyLR`), stepped once per epoch (or round) with
+    that epoch's mean training loss."""
+
+    def __init__(self, name: str, optimizer: Optimizer, settings: dict[str, Any], greedy: GreedyLR) -> None:
+        super().__init__(name, optimizer, settings)
+        self.greedy = greedy
+
+    def end_epoch(self, train_loss: float) -> dict[str, str]:
+        before = self.lr
+        done = self.greedy.step(train_loss)
+        action = {"decrease": "decay", "reset": "restart", "increase": "increase"}.get(done, "none")
+        if self.lr == before and done != "reset":
+            action = "none"  # at a bound: nothing changed
+        greedy = self.greedy
+        return {
+            "action": action,
+            "reason": f"GreedyLR on training loss {train_loss:.6g} ({done}): LR {before:.6g} -> "
+            f"{self.lr:.6g}; best {greedy.best:.6g}, {greedy.num_good_epochs} better / "
+            f"{greedy.num_bad_epochs} worse in a row, patience {greedy.patience}",
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"greedy": self.greedy.state_dict()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.greedy.load_state_dict(state["greedy"])

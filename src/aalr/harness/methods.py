@@ -43,6 +43,39 @@ dog            dog.DoG reps_rel 1e-6 (1e-4  none; no iterate averaging          
                weight decay 5e-4
 =============  ===========================  ========================================  ====================
 
+The methods a practitioner reaches for today without tuning (issues 16 and 18; :data:`PRACTITIONER_METHODS`,
+not in the committed suites). "The budget" is ``epochs * steps_per_epoch`` optimizer steps (in step
+mode: rounds times steps per round); each schedule below is stepped per batch over it.
+
+==================  ======================  =========================================  =================
+name                optimizer               LR schedule / tuner                        source of defaults
+==================  ======================  =========================================  =================
+sgd-cosine          SGD lr 0.1, momentum    LambdaLR: linear warmup 0 -> lr over 5%    Loshchilov &
+                    0.9, wd 5e-4            of the budget, cosine to 0 at its end      Hutter 2017;
+                                            (transformers' get_cosine_schedule_with_   Goyal et al. 2017
+                                            warmup); a list of LRs: best of a grid     (warmup)
+adamw-cosine        AdamW lr 1e-3, betas    as sgd-cosine                              Loshchilov &
+                    0.9/0.999, wd 0.05                                                 Hutter 2019
+onecycle            SGD as sgd-cosine       torch's OneCycleLR, max_lr 0.1, its        Smith & Topin
+                                            defaults: pct_start 0.3, cos, div 25,      2019; torch
+                                            final_div 1e4, momentum 0.95-0.85
+lr-range-onecycle   SGD as sgd-cosine       fastai's lr_find (1e-7 -> 10, 100 steps,   fastai 2
+                                            at most 1/4 of the budget, stop at 4x the  (lr_find,
+                                            smoothed minimum, suggestion "valley"),    valley), Smith
+                                            weights and optimizer restored, then       2017
+                                            OneCycleLR to it over the rest
+wsd                 AdamW as adamw-cosine   LambdaLR: 5% linear warmup, constant,      Hu et al. 2024;
+                                            1-sqrt decay to 0 over the last 20%        Hagele et al. 2024
+greedy              SGD as sgd-cosine       GreedyLR on each epoch's training loss:    transformers'
+                                            factor 0.95, patience 10, LR in            GreedyLR
+                                            [lr/100, 10 lr] (= 1e-3..1.0 at 0.1)       (arXiv 2512.14527)
+greedy-adamw        AdamW as adamw-cosine   as greedy: LR in [1e-5, 1e-2]              same
+aalr-plus-adamw     AdamW as adamw-cosine   AALR+ as aalr-plus                         this package
+schedulefree-adamw  AdamWScheduleFree lr    5% linear warmup, evaluated at the         Defazio et al.
+                    2.5e-3 (its default),   averaged weights                           2024, package
+                    wd 0.05                                                            defaults
+==================  ======================  =========================================  =================
+
 Choices worth knowing:
 
 * SGD-based methods share one optimizer setting (momentum 0.9, weight decay 5e-4, no Nesterov: the
@@ -71,6 +104,30 @@ Choices worth knowing:
   that iterate averaging matters for DoG's final accuracy; it is a separate model copy, so it is
   left out here (the comparison is of LR methods on the trained weights).
 * Peer constructors get ``lr`` and ``weight_decay``; other ``**options`` go to their constructors.
+* AdamW methods share one setting too: lr 1e-3 (Adam's default, torch's AdamW default), weight decay
+  0.05 (:data:`aalr.harness.optimizers.ADAMW_WEIGHT_DECAY`: DeiT/Swin/ConvNeXt and timm's AdamW
+  recipes; torch's default is 0.01). ``schedulefree-adamw`` keeps its package's lr 2.5e-3 and takes
+  the shared 0.05, as ``schedulefree`` takes the SGD 5e-4 rather than its package's 0.
+* Warmup is transformers' (the first step at LR 0, linear to the peak at step ``warmup_steps`` =
+  ``round(0.05 * budget)``); schedules that end at 0 leave ``lr`` at 0.0 after the last step.
+* WSD's decay: 1-sqrt, not linear, since Hagele et al. 2024 ("Scaling Laws and Compute-Optimal
+  Training Beyond Fixed Training Durations") found the 1-sqrt cooldown better than linear and 20% of
+  the run enough to match cosine; ``decay=linear`` and ``decay_fraction`` are options.
+* lr-range-onecycle: the range test uses the loop's own first batches, so its steps come out of
+  the budget (the one-cycle gets the rest) and its losses are in the first epoch's mean training
+  loss; ``settings["range_test_steps"]`` and the end's ``reason`` (action ``restore_initial``) say
+  how many it took. fastai's current default suggestion is ``valley`` (since fastai 2.5; the
+  older "LR at the minimum / 10" is ``suggestion=minimum``). torch's OneCycleLR defaults, not
+  fastai's fit_one_cycle's (pct_start 0.25, final div 1e5). The test also stops at a non-finite loss
+  (fastai 2 does not; a NaN would end the harness's run).
+* greedy: transformers' Trainer steps GreedyLR with the evaluation loss at each evaluation; here
+  it gets the epoch's (or round's) mean training loss once per epoch (or round), since no LR here
+  is chosen on the test set and a validation split would take training data. Its bounds are
+  transformers' 1e-3 and 1.0 as ratios to SGD's 0.1, so that AdamW at 1e-3 can move both ways
+  (with transformers' absolute 1e-3 floor it could only go up).
+* spike_rollback (AALR methods, off by default): the tuner in step mode with a round of one
+  epoch's steps (``every_n_steps`` = ``steps_per_epoch``), fed every step's loss; see
+  :class:`aalr.harness.method_types.AALRMethod`.
 
 The registry: one :class:`MethodSpec` per method in :data:`REGISTRY` (at the end of this module)
 holds its name, its one-line description, its default LR and weight decay, its optimizer family,
@@ -96,16 +153,19 @@ from typing import Any
 
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR, MultiStepLR
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR, LambdaLR, MultiStepLR, OneCycleLR
 
 from aalr.harness.method_types import (
     AALRMethod,
+    BudgetScheduleMethod,
     CyclicMethod,
     DAdaptMethod,
     DoGMethod,
+    GreedyMethod,
     HypergradMethod,
     Method,
     ProdigyMethod,
+    RangeTestOneCycleMethod,
     ScheduleFreeMethod,
     SGDRMethod,
     StepScheduleMethod,
@@ -113,17 +173,27 @@ from aalr.harness.method_types import (
 from aalr.harness.optimizers import (
     ADAM_BETAS,
     ADAM_OPTIONS,
+    ADAMW_WEIGHT_DECAY,
     HYPERGRAD_BETA,
     SGD_MOMENTUM,
     SGD_OPTIONS,
     SGDHD,
     adam,
+    adamw,
     check_flag,
     check_momentum,
     nonnegative_float,
     positive_float,
     positive_int,
     sgd,
+)
+from aalr.harness.schedules import (
+    DECAY_SHAPES,
+    SUGGESTIONS,
+    GreedyLR,
+    LRRangeTest,
+    WarmupCosine,
+    WarmupStableDecay,
 )
 
 __all__ = [
@@ -132,6 +202,7 @@ __all__ = [
     "HYPERGRAD_BETA",
     "METHODS",
     "PEER_METHODS",
+    "PRACTITIONER_METHODS",
     "REGISTRY",
     "SGDHD",
     "SGD_MOMENTUM",
@@ -162,6 +233,25 @@ CLR_STEP_SIZE_EPOCHS = 4
 SCHEDULEFREE_WARMUP_FRACTION = 0.05
 DOG_REPS_REL = 1e-6
 DOG_REPS_REL_BATCHNORM = 1e-4
+WARMUP_FRACTION = 0.05  # of the budget: the linear warmup of the cosine and WSD schedules
+WSD_DECAY_FRACTION = 0.2  # of the budget: WSD's final decay (Hagele et al. 2024: 20% matches cosine)
+ONECYCLE_MAX_LR = 0.1
+# torch.optim.lr_scheduler.OneCycleLR's own defaults, recorded with every run that uses it
+ONECYCLE_DEFAULTS: dict[str, Any] = {
+    "pct_start": 0.3,
+    "anneal_strategy": "cos",
+    "cycle_momentum": True,
+    "base_momentum": 0.85,
+    "max_momentum": 0.95,
+    "div_factor": 25.0,
+    "final_div_factor": 1e4,
+    "three_phase": False,
+}
+RANGE_TEST_MAX_SHARE = 4  # the range test takes at most a quarter of the budget's steps
+# transformers' GreedyLR bounds (min_lr 1e-3, max_lr 1.0) as ratios to the LR they were set beside in
+# its docstring's example (SGD at 0.1), so that they mean the same for AdamW at 1e-3
+GREEDY_MIN_LR_RATIO = 0.01
+GREEDY_MAX_LR_RATIO = 10.0
 
 # name prefix -> (lr, published milestones, published length, gamma, source). Milestones and length
 # share a unit (epochs, or iterations for He et al.); only their ratio is used.
@@ -274,6 +364,7 @@ class MethodSpec:
 _FAMILIES: dict[str, tuple[Callable[..., tuple[Optimizer, dict[str, Any]]], tuple[str, ...]]] = {
     "SGD": (sgd, SGD_OPTIONS),
     "Adam": (adam, ADAM_OPTIONS),
+    "AdamW": (adamw, ADAM_OPTIONS),
 }
 
 
@@ -525,22 +616,31 @@ def _build_aalr(job: Build) -> Method:
     tuner = job.spec.tuner
     assert tuner is not None, f"method {job.spec.name!r} has no tuner settings"
     job.options = {**tuner.keywords(job.epochs), **job.options}
-    # the harness steps its tuners once an epoch: the step mode's options are not a run's to set
-    step_mode = ("every_n_steps", "total_rounds", "total_steps", "spike_rollback")
+    # the harness's rounds are its epochs: the step mode's own settings are not a run's to set;
+    # spike_rollback (off by default) puts the tuner in step mode with a round of one epoch's steps
+    step_mode = ("every_n_steps", "total_rounds", "total_steps")
     job.check_options(
         *_constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback", "rules", *step_mode))
     )
+    spike_rollback = check_flag(job.options.pop("spike_rollback", False), "spike_rollback")
     optimizer, optimizer_settings = job.family_optimizer(_given_lr(job))
+    tuner_options = dict(job.options)
+    if spike_rollback:
+        tuner_options.update(every_n_steps=job.steps_per_epoch, spike_rollback=True)
+        if "total_epochs" in tuner_options:  # a budget of epochs is one of rounds: a round is an epoch
+            tuner_options["total_rounds"] = tuner_options.pop("total_epochs")
     aalr = AALR(
         job.model,
         optimizer,
         initial_loss=job.initial_loss,
         rules=tuner.rules,
         rollback=tuner.rollback,
-        **job.options,
+        **tuner_options,
     )
     settings = job.settings()
     settings.update(optimizer_settings, schedule="AALR", rollback=tuner.rollback, **_plain(job.options))
+    if spike_rollback:
+        settings.update(spike_rollback=True, every_n_steps=job.steps_per_epoch)
     settings["initial_loss"] = None if job.initial_loss is None else float(job.initial_loss)
     return AALRMethod(job.spec.name, optimizer, settings, aalr)
 
@@ -618,6 +718,183 @@ def _build_clr(job: Build) -> Method:
     return CyclicMethod(job.spec.name, optimizer, settings, cyclic)
 
 
+def _fraction(value: object, what: str, *, zero: bool = True, one: bool = False) -> float:
+    """A share of the budget: a number in [0, 1) (``zero``: 0 allowed; ``one``: 1 allowed)."""
+    low, high = ("[" if zero else "("), ("]" if one else ")")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+        or value > 1
+        or (value == 1 and not one)
+    ):
+        raise ValueError(f"{what} must be a number in {low}0, 1{high} (a share of the budget), got {value!r}")
+    return float(value)
+
+
+def _budget_steps(job: Build) -> int:
+    """The run's budget in optimizer steps: epochs (or rounds) times their steps."""
+    return job.epochs * job.steps_per_epoch
+
+
+def _build_warmup_cosine(job: Build) -> Method:
+    job.check_options("warmup_fraction")
+    warmup_fraction = _fraction(job.options.pop("warmup_fraction", WARMUP_FRACTION), "warmup_fraction")
+    total = _budget_steps(job)
+    warmup = min(round(warmup_fraction * total), total - 1)
+    optimizer, optimizer_settings = job.family_optimizer(_given_lr(job))
+    scheduler = LambdaLR(optimizer, WarmupCosine(total, warmup))
+    settings = job.settings()
+    settings.update(
+        optimizer_settings,
+        schedule="linear warmup + cosine to 0",
+        total_steps=total,
+        warmup_fraction=warmup_fraction,
+        warmup_steps=warmup,
+    )
+    return BudgetScheduleMethod(job.spec.name, optimizer, settings, scheduler, total)
+
+
+def _build_wsd(job: Build) -> Method:
+    job.check_options("warmup_fraction", "decay_fraction", "decay")
+    warmup_fraction = _fraction(job.options.pop("warmup_fraction", WARMUP_FRACTION), "warmup_fraction")
+    decay_fraction = _fraction(
+        job.options.pop("decay_fraction", WSD_DECAY_FRACTION), "decay_fraction", zero=False, one=True
+    )
+    decay = job.options.pop("decay", "1-sqrt")
+    if decay not in DECAY_SHAPES:
+        raise ValueError(f"wsd decay must be one of {', '.join(DECAY_SHAPES)}, got {decay!r}")
+    if warmup_fraction + decay_fraction > 1:
+        raise ValueError(
+            f"wsd needs warmup_fraction + decay_fraction <= 1, got {warmup_fraction} + {decay_fraction}"
+        )
+    total = _budget_steps(job)
+    decay_steps = max(1, round(decay_fraction * total))
+    warmup = min(round(warmup_fraction * total), total - decay_steps)
+    optimizer, optimizer_settings = job.family_optimizer(_given_lr(job))
+    scheduler = LambdaLR(optimizer, WarmupStableDecay(total, warmup, decay_steps, decay))
+    settings = job.settings()
+    settings.update(
+        optimizer_settings,
+        schedule=f"warmup-stable-decay ({decay})",
+        total_steps=total,
+        warmup_fraction=warmup_fraction,
+        warmup_steps=warmup,
+        decay_fraction=decay_fraction,
+        decay_steps=decay_steps,
+        decay=decay,
+    )
+    return BudgetScheduleMethod(job.spec.name, optimizer, settings, scheduler, total)
+
+
+_ONECYCLE_OPTIONS = tuple(ONECYCLE_DEFAULTS)
+
+
+def _onecycle_options(job: Build) -> dict[str, Any]:
+    """OneCycleLR's settings from ``job.options`` (popped) over torch's defaults, each checked."""
+    chosen = {key: job.options.pop(key, default) for key, default in ONECYCLE_DEFAULTS.items()}
+    chosen["pct_start"] = _fraction(chosen["pct_start"], "pct_start", zero=False)
+    if chosen["anneal_strategy"] not in ("cos", "linear"):
+        raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {chosen['anneal_strategy']!r}")
+    for key in ("cycle_momentum", "three_phase"):
+        chosen[key] = check_flag(chosen[key], key)
+    for key in ("base_momentum", "max_momentum"):
+        chosen[key] = check_momentum(chosen[key])
+    if chosen["base_momentum"] > chosen["max_momentum"]:
+        raise ValueError(
+            f"base_momentum ({chosen['base_momentum']}) must be at most max_momentum "
+            f"({chosen['max_momentum']})"
+        )
+    for key in ("div_factor", "final_div_factor"):
+        chosen[key] = positive_float(chosen[key], key)
+    return chosen
+
+
+def _build_onecycle(job: Build) -> Method:
+    job.check_options(*_ONECYCLE_OPTIONS)
+    onecycle = _onecycle_options(job)
+    max_lr = _given_lr(job)
+    total = _budget_steps(job)
+    optimizer, optimizer_settings = job.family_optimizer(max_lr)
+    scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, **onecycle)
+    settings = job.settings()
+    settings.update(optimizer_settings, schedule="OneCycleLR", max_lr=max_lr, total_steps=total, **onecycle)
+    return BudgetScheduleMethod(job.spec.name, optimizer, settings, scheduler, total)
+
+
+def _build_range_onecycle(job: Build) -> Method:
+    job.check_options(*_ONECYCLE_OPTIONS, "range_test_steps", "range_start_lr", "range_end_lr", "suggestion")
+    if job.lr is not None:
+        raise ValueError(
+            f"lr-range-onecycle finds its max LR by the range test; give no lr (got {job.lr!r}); the test's "
+            "bounds are the options range_start_lr and range_end_lr"
+        )
+    onecycle = _onecycle_options(job)
+    total = _budget_steps(job)
+    asked = positive_int(job.options.pop("range_test_steps", 100), "range_test_steps")
+    planned = max(1, min(asked, total // RANGE_TEST_MAX_SHARE))
+    suggestion = job.options.pop("suggestion", "valley")
+    if suggestion not in SUGGESTIONS:
+        raise ValueError(f"suggestion must be one of {', '.join(SUGGESTIONS)}, got {suggestion!r}")
+    test = LRRangeTest(
+        start_lr=positive_float(job.options.pop("range_start_lr", 1e-7), "range_start_lr"),
+        end_lr=positive_float(job.options.pop("range_end_lr", 10.0), "range_end_lr"),
+        num_it=planned,
+        suggestion=suggestion,
+    )
+    optimizer, optimizer_settings = job.family_optimizer(test.lr)
+    settings = job.settings()
+    settings.update(
+        optimizer_settings,
+        schedule="LR range test, then OneCycleLR",
+        total_steps=total,
+        range_test_steps_asked=asked,
+        range_test_steps_planned=planned,
+        range_start_lr=test.start_lr,
+        range_end_lr=test.end_lr,
+        suggestion=suggestion,
+        **onecycle,
+    )
+    return RangeTestOneCycleMethod(job.spec.name, optimizer, settings, job.model, test, total, onecycle)
+
+
+_GREEDY_OPTIONS = (
+    "factor",
+    "patience",
+    "threshold",
+    "threshold_mode",
+    "cooldown",
+    "warmup",
+    "min_lr",
+    "max_lr",
+    "smooth",
+    "window_size",
+    "reset_start",
+)  # not its eps (the least LR change it makes, 1e-8): Adam's eps has the name
+
+
+def _build_greedy(job: Build) -> Method:
+    job.check_options(*_GREEDY_OPTIONS)
+    lr = _given_lr(job)
+    chosen = {key: job.options.pop(key) for key in _GREEDY_OPTIONS if key in job.options}
+    chosen.setdefault("min_lr", lr * GREEDY_MIN_LR_RATIO)
+    chosen.setdefault("max_lr", lr * GREEDY_MAX_LR_RATIO)
+    optimizer, optimizer_settings = job.family_optimizer(lr)
+    greedy = GreedyLR(optimizer, **chosen)
+    recorded = {key: getattr(greedy, key) for key in _GREEDY_OPTIONS if key != "reset_start"}
+    settings = job.settings()
+    settings.update(
+        optimizer_settings,
+        schedule="GreedyLR on the training loss, once per epoch",
+        reset_start=greedy.reset_start_original,
+        greedy_eps=greedy.eps,
+        **recorded,
+    )
+    return GreedyMethod(job.spec.name, optimizer, settings, greedy)
+
+
 def _build_hypergrad(job: Build) -> Method:
     job.check_options()
     alpha0 = _given_lr(job)
@@ -675,7 +952,8 @@ def _build_schedulefree(job: Build) -> Method:
     job.options.setdefault(
         "warmup_steps", round(SCHEDULEFREE_WARMUP_FRACTION * job.epochs * job.steps_per_epoch)
     )
-    job.options.setdefault("momentum", SGD_MOMENTUM)
+    if job.spec.optimizer == "schedulefree.SGDScheduleFree":
+        job.options.setdefault("momentum", SGD_MOMENTUM)
     method = _build_peer(job, ScheduleFreeMethod, schedule="warmup only")
     method.optimizer.train()  # type: ignore[attr-defined]  # built in train mode: see ScheduleFreeMethod
     return method
@@ -829,9 +1107,116 @@ REGISTRY: dict[str, MethodSpec] = {
             optimizer="dog.DoG",
             requires=Requirement("dog", "dog-optimizer", _PEERS_EXTRA),
         ),
+        # -- what a practitioner reaches for today without tuning (issues 16 and 18) --------------
+        MethodSpec(
+            "sgd-cosine",
+            f"{_SGD} at 0.1, linear warmup over 5% of the budget's steps, then cosine to 0 at its end, "
+            "per batch (Loshchilov & Hutter, ICLR 2017, without restarts; warmup: Goyal et al. 2017; "
+            "the formula of transformers' get_cosine_schedule_with_warmup); a list of LRs: best of the grid",
+            _build_warmup_cosine,
+            default_lr=0.1,
+            optimizer="SGD",
+            options=("warmup_fraction",),
+        ),
+        MethodSpec(
+            "adamw-cosine",
+            "AdamW (lr 1e-3, betas 0.9/0.999, weight decay 0.05), 5% linear warmup, cosine to 0 over the "
+            "budget, per batch (Loshchilov & Hutter, ICLR 2019; weight decay 0.05 as DeiT/ConvNeXt 2021-22); "
+            "a list of LRs: best of the grid",
+            _build_warmup_cosine,
+            default_lr=1e-3,
+            optimizer="AdamW",
+            weight_decay=ADAMW_WEIGHT_DECAY,
+            options=("warmup_fraction",),
+        ),
+        MethodSpec(
+            "onecycle",
+            f"{_SGD}, torch's OneCycleLR to max LR 0.1 over the budget, per batch, its defaults: 30% up "
+            "from 0.1/25, cosine, down to 0.1/25/1e4, momentum cycled 0.95-0.85 (Smith & Topin 2019)",
+            _build_onecycle,
+            default_lr=ONECYCLE_MAX_LR,
+            optimizer="SGD",
+            options=_ONECYCLE_OPTIONS,
+        ),
+        MethodSpec(
+            "lr-range-onecycle",
+            f"fastai's recipe with {_SGD}: an LR range test on the first steps (1e-7 to 10 over 100 steps, "
+            "at most a quarter of the budget; stops at 4x the smoothed loss's minimum; suggestion 'valley', "
+            "fastai 2's default), weights and optimizer restored, then OneCycleLR to the suggested LR over "
+            "the rest (Smith 2017; Howard & Gugger 2020, fastai lr_find)",
+            _build_range_onecycle,
+            default_lr=None,  # found by the range test
+            optimizer="SGD",
+            options=(*_ONECYCLE_OPTIONS, "range_test_steps", "range_start_lr", "range_end_lr", "suggestion"),
+        ),
+        MethodSpec(
+            "wsd",
+            "AdamW (lr 1e-3, weight decay 0.05), warmup-stable-decay: 5% linear warmup, constant, then "
+            "1-sqrt decay to 0 over the last 20% of the budget, per batch (Hu et al. 2024, MiniCPM; "
+            "Hagele et al. 2024 for the 1-sqrt shape and the 20%)",
+            _build_wsd,
+            default_lr=1e-3,
+            optimizer="AdamW",
+            weight_decay=ADAMW_WEIGHT_DECAY,
+            options=("warmup_fraction", "decay_fraction", "decay"),
+        ),
+        MethodSpec(
+            "greedy",
+            f"{_SGD} from 0.1 with GreedyLR stepped on each epoch's training loss: x/0.95 after more than 10 "
+            "better epochs, x0.95 after more than 10 worse, within 1e-3..1.0 (transformers' "
+            "lr_scheduler_type='greedy' and its defaults; Subramanian et al. 2025, arXiv 2512.14527)",
+            _build_greedy,
+            default_lr=0.1,
+            optimizer="SGD",
+            options=_GREEDY_OPTIONS,
+        ),
+        MethodSpec(
+            "greedy-adamw",
+            "AdamW (lr 1e-3, weight decay 0.05) with GreedyLR as in greedy, its bounds at the same ratios to "
+            "the LR: 1e-5..1e-2 (transformers' GreedyLR; Subramanian et al. 2025, arXiv 2512.14527)",
+            _build_greedy,
+            default_lr=1e-3,
+            optimizer="AdamW",
+            weight_decay=ADAMW_WEIGHT_DECAY,
+            options=_GREEDY_OPTIONS,
+        ),
+        MethodSpec(
+            "aalr-plus-adamw",
+            "AALR+ (as aalr-plus: rollback, phase-1 rollback, budget-aware finish) over AdamW (lr 1e-3, "
+            "betas 0.9/0.999, weight decay 0.05; Loshchilov & Hutter, ICLR 2019)",
+            _build_aalr,
+            default_lr=1e-3,
+            optimizer="AdamW",
+            weight_decay=ADAMW_WEIGHT_DECAY,
+            tuner=TunerSettings(
+                rollback=True, options={"phase1_failure": "rollback"}, total_epochs=True, rules="plus"
+            ),
+        ),
+        MethodSpec(
+            "schedulefree-adamw",
+            "schedule-free AdamW, its default lr 2.5e-3, betas 0.9/0.999, weight decay 0.05, 5% linear "
+            "warmup, evaluated at the averaged weights (Defazio et al., NeurIPS 2024; pip schedulefree)",
+            _build_schedulefree,
+            default_lr=2.5e-3,
+            optimizer="schedulefree.AdamWScheduleFree",
+            weight_decay=ADAMW_WEIGHT_DECAY,
+            requires=Requirement("schedulefree", "schedulefree", _PEERS_EXTRA),
+        ),
     )
 }
 METHODS: tuple[str, ...] = tuple(REGISTRY)
+# Added for issues 16 and 18, after the committed results: the committed suites do not run them.
+PRACTITIONER_METHODS: tuple[str, ...] = (
+    "sgd-cosine",
+    "adamw-cosine",
+    "onecycle",
+    "lr-range-onecycle",
+    "wsd",
+    "greedy",
+    "greedy-adamw",
+    "aalr-plus-adamw",
+    "schedulefree-adamw",
+)
 AALR_METHODS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.tuner is not None)
 PEER_METHODS: tuple[str, ...] = tuple(
     name

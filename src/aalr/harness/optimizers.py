@@ -1,9 +1,9 @@
 """The optimizers and optimizer settings the harness's methods share.
 
-``sgd`` and ``adam`` build torch's SGD and Adam from a method's options (popping those they use and
-recording every value in a plain dict); :class:`SGDHD` is hypergradient descent (Baydin et al. 2018),
-with :class:`SGDHDReference`, its slow float64 version, to test it against. The ``*_float``/``*_int``
-checks raise the messages every method's settings share.
+``sgd``, ``adam`` and ``adamw`` build torch's SGD, Adam and AdamW from a method's options (popping
+those they use and recording every value in a plain dict); :class:`SGDHD` is hypergradient descent
+(Baydin et al. 2018), with :class:`SGDHDReference`, its slow float64 version, to test it against.
+The ``*_float``/``*_int`` checks raise the messages every method's settings share.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim import SGD, Adam, Optimizer
+from torch.optim import SGD, Adam, AdamW, Optimizer
 
 SGD_MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 HYPERGRAD_BETA = 1e-3
 SGD_OPTIONS = ("momentum", "nesterov")  # the options sgd() takes
-ADAM_OPTIONS = ("betas", "eps")  # the options adam() takes
+ADAM_OPTIONS = ("betas", "eps")  # the options adam() and adamw() take
+# AdamW's decoupled weight decay for the methods built on it: 0.05, the value of the DeiT, Swin and
+# ConvNeXt recipes (Touvron et al. 2021; Liu et al. 2021, 2022) and of timm's AdamW training scripts;
+# torch's AdamW default is 0.01, Loshchilov & Hutter's own values depend on the run length.
+ADAMW_WEIGHT_DECAY = 0.05
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +92,19 @@ def adam(
 ) -> tuple[Adam, dict[str, Any]]:
     """torch's Adam; pops ``betas`` (default 0.9, 0.999) and ``eps`` (default 1e-8) from ``options``.
     Returns the optimizer and every value it was given, for the method's settings."""
+    betas, eps = _adam_options(options)
+    optimizer = Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return optimizer, {
+        "optimizer": "Adam",
+        "lr": lr,
+        "betas": list(betas),
+        "eps": eps,
+        "weight_decay": weight_decay,
+    }
+
+
+def _adam_options(options: dict[str, Any]) -> tuple[tuple[float, float], float]:
+    """Pop and check ``betas`` (default 0.9, 0.999) and ``eps`` (default 1e-8) from ``options``."""
     raw_betas = options.pop("betas", ADAM_BETAS)
     if (
         not isinstance(raw_betas, list | tuple)
@@ -99,9 +116,17 @@ def adam(
         )
     betas = (float(raw_betas[0]), float(raw_betas[1]))
     eps = positive_float(options.pop("eps", 1e-8), "eps")
-    optimizer = Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return betas, eps
+
+
+def adamw(
+    params: list[nn.Parameter], lr: float, weight_decay: float, options: dict[str, Any]
+) -> tuple[AdamW, dict[str, Any]]:
+    """torch's AdamW (decoupled weight decay); takes the options of :func:`adam`, with its defaults."""
+    betas, eps = _adam_options(options)
+    optimizer = AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return optimizer, {
-        "optimizer": "Adam",
+        "optimizer": "AdamW",
         "lr": lr,
         "betas": list(betas),
         "eps": eps,
