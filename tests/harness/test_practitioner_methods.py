@@ -401,6 +401,8 @@ def test_aalr_train_runs_two_epochs(tmp_path: Path, name: str, capsys: pytest.Ca
         assert epochs[0]["lr"] == 0.0 and epochs[-1]["next_lr"] == 0.0  # warmup from 0; 0 at the end
     if name == "lr-range-onecycle":
         assert epochs[0]["lr"] == pytest.approx(1e-7) and epochs[0]["action"] == "restore_initial"
+        # the range test's steps are training cost beyond the epochs: the summary says how many
+        assert 0 < summary["method_settings"]["range_test_steps"] <= 16  # at most a quarter of 64 steps
 
 
 def test_aalr_train_spike_rollback_option(tmp_path: Path) -> None:

@@ -302,9 +302,13 @@ def train_epochs(
         bar.close()
     if board is not None:
         board.close()
-    return _summary(
+    summary = _summary(
         config, model_name, rows, status, wall_before + time.perf_counter() - started, initial_loss
     )
+    # every default the method used, and what it found as it ran (e.g. lr-range-onecycle's range test
+    # steps: training cost beyond the epochs)
+    summary["method_settings"] = dict(method.settings)
+    return summary
 
 
 def check_last_batch(config: TrainConfig, ds: Any, model_name: str, *, validation: bool = False) -> None:
