@@ -380,6 +380,14 @@ def run_settings(config: dict[str, Any]) -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     ignored = RESUMABLE_DIFFERENCES | _MADE_WITH
     merged = {**defaults, **config}
+    steps, per_round = merged.get("train_steps"), merged.get("round_steps")
+    if (
+        config.get("epochs") is None
+        and isinstance(steps, int)
+        and isinstance(per_round, int)
+        and per_round > 0
+    ):
+        merged["epochs"] = steps // per_round  # step mode: epochs counts rounds (TrainConfig.from_dict)
     return {
         key: value
         for key, value in merged.items()
