@@ -557,8 +557,11 @@ def run_suite(
             failed += 1
             continue
         finished.append(run_dir)
-        final = summary.get("final_test_acc")
-        result = f"final test acc {100 * final:.2f}%" if isinstance(final, (int, float)) else "done"
+        final, bpb = summary.get("final_test_acc"), summary.get("final_test_bpb")
+        if isinstance(bpb, (int, float)):  # a language model
+            result = f"final test bits per byte {bpb:.4f}"
+        else:
+            result = f"final test acc {100 * final:.2f}%" if isinstance(final, (int, float)) else "done"
         progress(f"{label}: {summary.get('status', 'finished')}, {result}")
     if failed:
         progress(f"{failed} of {total} run(s) failed; each is recorded in {out_root / 'failures.jsonl'}")
