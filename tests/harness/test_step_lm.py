@@ -43,6 +43,10 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def flat(batches: list[list[int]]) -> list[int]:
+    return [index for batch in batches for index in batch]
+
+
 def strip_times(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
@@ -113,9 +117,9 @@ def test_batch_stream_passes_are_fresh_permutations_and_resume_mid_pass():
     full = stream()
     batches = [b.tolist() for b in full.take(9)]  # 3 batches a pass (4, 4, 2): three whole passes
     assert [len(b) for b in batches] == [4, 4, 2] * 3
-    passes = [sorted(sum(batches[i : i + 3], [])) for i in (0, 3, 6)]
-    assert passes == [list(range(10))] * 3
-    assert sum(batches[0:3], []) != sum(batches[3:6], [])  # each pass shuffled afresh
+    passes = [flat(batches[i : i + 3]) for i in (0, 3, 6)]
+    assert [sorted(p) for p in passes] == [list(range(10))] * 3
+    assert passes[0] != passes[1]  # each pass shuffled afresh
     assert full.passes_done() == 3.0
 
     first = stream()
@@ -136,7 +140,7 @@ def test_an_epoch_is_always_one_whole_fresh_pass():
     s = loop.BatchStream(10, 4, torch.Generator().manual_seed(0), torch.device("cpu"))
     list(s.take(1))
     epoch = [b.tolist() for b in s.take(None)]
-    assert sorted(sum(epoch, [])) == list(range(10)) and len(epoch) == 3
+    assert sorted(flat(epoch)) == list(range(10)) and len(epoch) == 3
 
 
 # -- step mode end to end ----------------------------------------------------------------------
