@@ -283,3 +283,14 @@ def test_byte_transformer_is_causal_and_returns_classes_second():
     assert not torch.allclose(a[..., 40:], b[..., 40:])
     with pytest.raises(ValueError, match="exceeds its context 64"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_an_lm_grid_chooses_the_lr_of_the_lowest_validation_bpb(tmp_path):
+    summary = run({**TINY_LM, "method": "const", "lr": [1e-4, 3.0]}, tmp_path / "grid")
+    grid = summary["lr_grid"]
+    assert summary["lr_grid_metric"] == "val_bpb" and set(grid) == {"0.0001", "3"}
+    best = min(grid, key=lambda lr: grid[lr])
+    assert summary["chosen_lr"] == float(best) and summary["val_bpb"] == grid[best]
+    assert grid["0.0001"] != grid["3"]  # the two LRs trained differently: the choice means something
+    validation = json.loads((tmp_path / "grid" / "grid" / "lr0.0001" / "summary.json").read_text())
+    assert validation["final_test_bpb"] == grid["0.0001"]  # scored on the validation part of the text
