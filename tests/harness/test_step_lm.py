@@ -294,3 +294,16 @@ def test_an_lm_grid_chooses_the_lr_of_the_lowest_validation_bpb(tmp_path):
     assert grid["0.0001"] != grid["3"]  # the two LRs trained differently: the choice means something
     validation = json.loads((tmp_path / "grid" / "grid" / "lr0.0001" / "summary.json").read_text())
     assert validation["final_test_bpb"] == grid["0.0001"]  # scored on the validation part of the text
+
+
+def test_a_suite_that_gives_epochs_and_train_steps_is_refused_before_any_run(tmp_path, capsys):
+    suite = tmp_path / "mixed.toml"
+    suite.write_text(
+        'name = "mixed"\ndescription = "epochs in the defaults, a step budget in an experiment"\n'
+        '[defaults]\ndataset = "mnist1d"\nepochs = 3\nseeds = [0]\nmethods = ["aalr"]\n'
+        '[[experiment]]\nname = "steps"\ntrain_steps = 20\nround_steps = 10\n'
+    )
+    out = tmp_path / "out"
+    assert main(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 2
+    assert "epochs 3 contradicts train_steps 20 in rounds of 10 (2 rounds)" in capsys.readouterr().err
+    assert not out.exists()

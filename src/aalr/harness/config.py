@@ -169,8 +169,9 @@ def check_step_mode(train_steps: object, round_steps: object, epochs: object) ->
     if epochs is not None and epochs != rounds:
         raise RunError(
             f"epochs {epochs!r} contradicts train_steps {train_steps} in rounds of {round_steps} "
-            f"({rounds} rounds): in step mode the run's length is train_steps; leave epochs out "
-            f"(it is then the number of rounds, {rounds})"
+            f"({rounds} rounds): in step mode the run's length is train_steps and epochs counts its "
+            f"rounds; give epochs {rounds} or leave it out (a suite, the CLI and TrainConfig.from_dict "
+            "then set it)"
         )
 
 
