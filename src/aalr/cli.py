@@ -47,7 +47,22 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--model", default=None, help="default: the data set's default model (see `aalr list`)")
     p.add_argument("--method", default="aalr", help="aalr, aalr-rollback, step, sgdr, ... (see `aalr list`)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 30)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="step mode: train this many optimizer steps (instead of --epochs), in rounds of --round-steps",
+    )
+    p.add_argument(
+        "--round-steps",
+        type=int,
+        default=None,
+        help="step mode: optimizer steps per round (one decision of the method, evaluation, checkpoint)",
+    )
+    p.add_argument(
+        "--context", type=int, default=None, help="bytes per window of a byte data set (default 64)"
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -110,14 +125,23 @@ def _add_numerics(p: argparse.ArgumentParser, *, suite: bool) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    from aalr.harness.config import RunError, TrainConfig
+
     lr: float | list[float] | None = args.lr
     if isinstance(lr, list) and len(lr) == 1:
         lr = lr[0]
-    return {
+    if args.epochs is not None and args.train_steps is not None:
+        raise RunError(
+            f"--epochs {args.epochs} and --train-steps {args.train_steps} both give the run's length: "
+            "give --epochs (passes over the data) or --train-steps with --round-steps (optimizer steps)"
+        )
+    config: dict[str, Any] = {
         "dataset": args.dataset,
         "model": args.model,
         "method": args.method,
-        "epochs": args.epochs,
+        "train_steps": args.train_steps,
+        "round_steps": args.round_steps,
+        "context": args.context,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "lr": lr,
@@ -142,6 +166,9 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "progress": not args.no_progress,
     }
+    if args.train_steps is None:  # step mode sets epochs to the number of rounds (TrainConfig.from_dict)
+        config["epochs"] = args.epochs if args.epochs is not None else TrainConfig().epochs
+    return config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -174,10 +201,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     final, peak = summary.get("final_test_acc"), summary.get("peak_test_acc")
-    print(
-        f"{summary['status']}: final test accuracy {100 * (final or 0):.2f}%, peak {100 * (peak or 0):.2f}% "
-        f"(epoch {summary.get('peak_epoch')}), {summary['epochs']} epochs, {summary['wall_seconds']:.1f} s"
+    length = (
+        f"{summary['steps']} steps in {summary['rounds']} rounds"
+        if "steps" in summary
+        else f"{summary['epochs']} epochs"
     )
+    if "final_test_bpb" in summary:
+        print(
+            f"{summary['status']}: final test bits per byte {summary['final_test_bpb']:.4f}, best "
+            f"{summary['best_test_bpb']:.4f} (on {summary['eval_bytes']} held-out bytes), {length}, "
+            f"{summary['wall_seconds']:.1f} s"
+        )
+    else:
+        print(
+            f"{summary['status']}: final test accuracy {100 * (final or 0):.2f}%, peak "
+            f"{100 * (peak or 0):.2f}% (epoch {summary.get('peak_epoch')}), {length}, "
+            f"{summary['wall_seconds']:.1f} s"
+        )
     print("LR trajectory: " + " ".join(f"{lr:.4g}" for lr in summary["lr_trajectory"]))
     if "robust" in summary:
         for name, values in summary["robust"].items():

@@ -142,6 +142,9 @@ NOT_AN_INT = st.one_of(FLOAT, NOT_A_NUMBER, st.booleans(), st.lists(st.integers(
 TOO_BIG = st.integers(min_value=2**31, max_value=10**30)  # more than any count torch takes
 for _name in ("epochs", "batch_size", "robust_every", "eval_pgd_steps"):
     CONFIG_CASES[_name] = (st.one_of(below_one(), TOO_BIG, NOT_AN_INT, st.none()), {})
+# step mode: each with the other given (a bad value, not a missing partner, is what is tried here)
+for _name, _partner in (("train_steps", {"round_steps": 1}), ("round_steps", {"train_steps": 4})):
+    CONFIG_CASES[_name] = (st.one_of(below_one(), TOO_BIG, NOT_AN_INT), _partner)
 for _name in ("train_subset", "robust_samples"):  # None means "all"
     CONFIG_CASES[_name] = (st.one_of(below_one(), TOO_BIG, NOT_AN_INT), {})
 CONFIG_CASES["seed"] = (st.one_of(st.integers(-(10**9), -1), NOT_AN_INT, st.none()), {})

@@ -100,7 +100,7 @@ SERVER = textwrap.dedent(
         kind, at = fault["kind"], fault.get("at", 0)
         hit = counter(at + 1 if kind in ("batch", "interrupt") else at)
         if kind == "batch":  # dies when asking for batch at+1: after `at` optimizer steps
-            real_batches = loop._batches
+            real_batches = loop.BatchStream.take  # each epoch's (or round's) batches
 
             def batches(*args, **kwargs):
                 for index in real_batches(*args, **kwargs):
@@ -108,7 +108,7 @@ SERVER = textwrap.dedent(
                         die()
                     yield index
 
-            loop._batches = batches
+            loop.BatchStream.take = batches
         elif kind == "half_written":  # the at-th torch.save writes half its bytes, then dies
             real_save = torch.save
 
@@ -188,7 +188,7 @@ SERVER = textwrap.dedent(
 
             tempfile.mkstemp = mkstemp
         elif kind == "interrupt":  # Ctrl-C when asking for batch at+1: after `at` optimizer steps
-            real_batches = loop._batches
+            real_batches = loop.BatchStream.take  # each epoch's (or round's) batches
 
             def batches(*args, **kwargs):
                 for index in real_batches(*args, **kwargs):
@@ -196,9 +196,9 @@ SERVER = textwrap.dedent(
                         raise KeyboardInterrupt
                     yield index
 
-            loop._batches = batches
+            loop.BatchStream.take = batches
         elif kind == "pause":  # before the first batch: say so (a file), wait for the go (a file)
-            real_batches = loop._batches
+            real_batches = loop.BatchStream.take  # each epoch's (or round's) batches
 
             def batches(*args, **kwargs):
                 if not os.path.exists(fault["ready"]):
@@ -209,20 +209,20 @@ SERVER = textwrap.dedent(
                         time.sleep(0.02)
                 yield from real_batches(*args, **kwargs)
 
-            loop._batches = batches
+            loop.BatchStream.take = batches
         elif kind == "file_ops":  # every change to the files under fault["under"], recorded or killed
             install_file_ops(fault)
         elif kind == "count_epochs":  # no fault: records each epoch this process trains
-            real_batches = loop._batches
+            real_batches = loop.BatchStream.take  # each epoch's (or round's) batches
 
             def batches(*args, **kwargs):
                 with open(fault["record"], "a") as handle:
                     handle.write("epoch\n")
                 yield from real_batches(*args, **kwargs)
 
-            loop._batches = batches
+            loop.BatchStream.take = batches
         elif kind == "rng":  # each epoch draws from python's, numpy's and torch's global RNGs
-            real_batches = loop._batches
+            real_batches = loop.BatchStream.take  # each epoch's (or round's) batches
 
             def batches(*args, **kwargs):
                 if hit():
@@ -232,7 +232,7 @@ SERVER = textwrap.dedent(
                     handle.write(json.dumps(draws) + "\n")
                 yield from real_batches(*args, **kwargs)
 
-            loop._batches = batches
+            loop.BatchStream.take = batches
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 

@@ -12,6 +12,7 @@ from torch import nn
 from aalr.harness.models import (
     MODELS,
     PAPER_MODELS,
+    TOKEN_MODELS,
     Normalize,
     build_model,
     count_parameters,
@@ -58,8 +59,10 @@ def test_registry_names() -> None:
         "mnist1d-cnn",
         "fmnist-cnn",
         "mlp",
+        "byte-transformer",
     )
-    assert set(PAPER_MODELS) == set(MODELS) - set(SMALL_SHAPES)
+    assert TOKEN_MODELS == ("byte-transformer",)
+    assert set(PAPER_MODELS) == set(MODELS) - set(SMALL_SHAPES) - set(TOKEN_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_MODELS))
@@ -139,7 +142,7 @@ def test_other_matching_shapes(name: str, input_shape: tuple[int, ...]) -> None:
         assert model(torch.rand(2, *input_shape)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("name", slow_if_wrn(list(MODELS)))
+@pytest.mark.parametrize("name", slow_if_wrn([m for m in MODELS if m not in TOKEN_MODELS]))
 def test_num_classes_100(name: str) -> None:
     model = build_model(name, num_classes=100, input_shape=shape_for(name)).eval()
     with torch.no_grad():
@@ -291,6 +294,7 @@ def test_wrn_dropout_reaches_every_block(name: str, options: dict[str, float], e
         ("mnist", "fmnist-cnn"),
         ("cifar10", "resnet18"),
         ("cifar100", "resnet18"),
+        ("shakespeare", "byte-transformer"),
     ],
 )
 def test_default_model_for(dataset: str, model: str) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aalr.harness.data import _canonical_name
+from aalr.harness.data import BYTE_DATASETS, _canonical_name
 
 ERASING_ATTEMPTS = 10
 """Tries per sample to find an erasing box that fits (as torchvision); a sample with none is kept."""
@@ -332,8 +332,9 @@ def augment_for(dataset_name: str, *, random_erasing: float = 0.0, cutout: int =
     """The usual training augmentation for a data set, plus optional cutout and random erasing.
 
     CIFAR-10/100: pad-4 random crop and horizontal flip (the paper's "standard data augmentation").
-    Fashion-MNIST, MNIST, digits, MNIST-1D: nothing by default. MNIST-1D inputs are 1-D, so cutout
-    and random erasing (which need ``(N, C, H, W)``) are refused for it.
+    Fashion-MNIST, MNIST, digits, MNIST-1D, shakespeare: nothing by default. MNIST-1D inputs are 1-D
+    and shakespeare's are bytes, so cutout and random erasing (which need ``(N, C, H, W)``) are refused
+    for them.
     """
     key = _canonical_name(dataset_name)
     if key == "mnist1d" and (random_erasing or cutout):
@@ -341,6 +342,12 @@ def augment_for(dataset_name: str, *, random_erasing: float = 0.0, cutout: int =
             f"mnist1d inputs are 1-D (N, 1, 40); cutout={cutout} and random_erasing={random_erasing} "
             "need image data (N, C, H, W)"
         )
+    if key in BYTE_DATASETS:
+        if random_erasing or cutout:
+            raise ValueError(
+                f"{key} inputs are windows of bytes (N, T); cutout={cutout} and "
+                f"random_erasing={random_erasing} need image data (N, C, H, W)"
+            )
     is_cifar = key in ("cifar10", "cifar100")
     return Augment(
         crop_padding=4 if is_cifar else 0, flip=is_cifar, cutout=cutout, random_erasing=random_erasing

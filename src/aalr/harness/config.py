@@ -38,7 +38,12 @@ class TrainConfig:
     dataset: str = "mnist1d"
     model: str | None = None  # None: the data set's default model
     method: str = "aalr"
-    epochs: int = 30
+    epochs: int = 30  # passes over the training data; in step mode the number of rounds (set for you)
+    # step mode: train_steps optimizer steps in rounds of round_steps (both or neither). A round plays
+    # the epoch's part: one decision of the method, one evaluation, one metrics line, one checkpoint;
+    # the batches flow across passes over the data (a fresh shuffle each pass)
+    train_steps: int | None = None
+    round_steps: int | None = None
     batch_size: int = 128
     seed: int = 0
     lr: float | list[float] | None = None  # a list: a grid, chosen on a validation split (step/const)
@@ -49,6 +54,7 @@ class TrainConfig:
     random_erasing: float = 0.0  # probability (the paper's section 5.5 uses 0.5)
     cutout: int = 0
     train_subset: int | None = None  # use only the first N training samples (CPU-sized suites)
+    context: int | None = None  # bytes per window of a byte data set (shakespeare); None: 64
     loss_pass: str = "batches"  # "batches": mean minibatch loss; "full": an extra pass in eval mode
     adversarial: str | None = None  # None | "fgsm" | "pgd"
     epsilon: float = 8 / 255
@@ -74,12 +80,24 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def step_mode(self) -> bool:
+        """Whether the run counts optimizer steps (``train_steps``) rather than epochs."""
+        return self.train_steps is not None
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config of ``values``; in step mode ``epochs``, when not given, is the number of rounds
+        (given, it must be that number: see :func:`check_step_mode`)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise RunError(f"unknown settings {unknown}; allowed: {sorted(known)}")
+        values = dict(values)
+        if values.get("train_steps") is not None and values.get("epochs") is None:
+            values.pop("epochs", None)
+            check_step_mode(values.get("train_steps"), values.get("round_steps"), None)
+            values["epochs"] = values["train_steps"] // values["round_steps"]
         return cls(**values)
 
 
@@ -102,6 +120,17 @@ _DATA_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "cifar10": ((3, 32, 32), 10),
     "cifar100": ((3, 32, 32), 100),
 }
+BYTE_CLASSES = 256  # the classes of a byte data set (shakespeare): a window's shape is (context,)
+
+
+def data_shape(config: TrainConfig) -> tuple[tuple[int, ...], int]:
+    """The input shape and classes of the run's data, known before any data load."""
+    from aalr.harness.data import BYTE_DATASETS
+    from aalr.harness.text import DEFAULT_CONTEXT
+
+    if config.dataset in BYTE_DATASETS:
+        return (config.context or DEFAULT_CONTEXT,), BYTE_CLASSES
+    return _DATA_SHAPES[config.dataset]
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -109,6 +138,41 @@ def _positive_int(name: str, value: object) -> None:
         raise RunError(f"{name} must be an integer >= 1, got {value!r}")
     if value > MAX_COUNT:
         raise RunError(f"{name} must be an integer in [1, {MAX_COUNT}], got {value!r}")
+
+
+def check_step_mode(train_steps: object, round_steps: object, epochs: object) -> None:
+    """Step mode's settings: ``train_steps`` and ``round_steps`` both or neither, integers >= 1, the
+    budget a whole number of rounds, and ``epochs`` (when given) that number of rounds."""
+    if train_steps is None and round_steps is None:
+        return
+    if train_steps is None:
+        raise RunError(
+            f"round_steps {round_steps!r} is for step mode: give train_steps too (the run's optimizer "
+            "steps), or neither to train by epochs"
+        )
+    _positive_int("train_steps", train_steps)
+    if round_steps is None:
+        raise RunError(
+            f"train_steps {train_steps} needs round_steps: the optimizer steps of one round (between two "
+            "of the method's decisions, evaluations and checkpoints), e.g. 40"
+        )
+    _positive_int("round_steps", round_steps)
+    assert isinstance(train_steps, int) and isinstance(round_steps, int)
+    if round_steps > train_steps or train_steps % round_steps:
+        below = train_steps - train_steps % round_steps
+        nearest = f"{below} or {below + round_steps}" if below else str(round_steps)
+        raise RunError(
+            f"train_steps {train_steps} must be a whole number of rounds of round_steps {round_steps}; "
+            f"use train_steps {nearest}, or a round_steps that divides {train_steps}"
+        )
+    rounds = train_steps // round_steps
+    if epochs is not None and epochs != rounds:
+        raise RunError(
+            f"epochs {epochs!r} contradicts train_steps {train_steps} in rounds of {round_steps} "
+            f"({rounds} rounds): in step mode the run's length is train_steps and epochs counts its "
+            f"rounds; give epochs {rounds} or leave it out (a suite, the CLI and TrainConfig.from_dict "
+            "then set it)"
+        )
 
 
 def _check_lr(value: object) -> None:
@@ -139,7 +203,9 @@ def validate(config: TrainConfig) -> None:
     if config.method not in METHODS:
         raise RunError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
     _positive_int("epochs", config.epochs)
+    check_step_mode(config.train_steps, config.round_steps, config.epochs)
     _positive_int("batch_size", config.batch_size)
+    check_context(config)
     if (
         isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED
     ):  # NumPy's global generator takes seeds below 2**32 only
@@ -178,7 +244,8 @@ def validate(config: TrainConfig) -> None:
     if config.alpha is not None and not (_is_real(config.alpha) and 0 < config.alpha < math.inf):
         raise RunError(f"alpha (the attack step) must be a finite number > 0, got {config.alpha!r}")
     _positive_int("steps", config.steps)
-    max_cutout = 2 * max(_DATA_SHAPES[config.dataset][0][1:])  # a square centred on the border still overlaps
+    # a square centred on the border still overlaps; no square fits a window of bytes
+    max_cutout = 2 * max(data_shape(config)[0][1:], default=0)
     if (
         isinstance(config.cutout, bool)
         or not isinstance(config.cutout, int)
@@ -231,6 +298,41 @@ def validate(config: TrainConfig) -> None:
     _dry_build(config)
 
 
+def check_context(config: TrainConfig) -> None:
+    """``context`` (bytes per window) only with a byte data set, an integer in [1, MAX_CONTEXT]; and a
+    byte data set with a model over bytes, a byte model with a byte data set."""
+    from aalr.harness.data import BYTE_DATASETS
+    from aalr.harness.models import TOKEN_MODELS, default_model_for
+    from aalr.harness.text import MAX_CONTEXT
+
+    is_bytes = config.dataset in BYTE_DATASETS
+    if config.context is not None:
+        if not is_bytes:
+            raise RunError(
+                f"context {config.context!r} is the window of a byte data set ({', '.join(BYTE_DATASETS)}), "
+                f"not of {config.dataset!r}; leave it out"
+            )
+        if (
+            isinstance(config.context, bool)
+            or not isinstance(config.context, int)
+            or not 1 <= config.context <= MAX_CONTEXT
+        ):
+            raise RunError(
+                f"context must be an integer in [1, {MAX_CONTEXT}] (bytes), got {config.context!r}"
+            )
+    model = config.model or default_model_for(config.dataset)
+    if is_bytes != (model in TOKEN_MODELS):
+        if is_bytes:
+            raise RunError(
+                f"data set {config.dataset!r} is windows of bytes: it needs a model over bytes "
+                f"({', '.join(TOKEN_MODELS)}), not {model!r}"
+            )
+        raise RunError(
+            f"model {model!r} reads windows of bytes: it needs a byte data set ({', '.join(BYTE_DATASETS)}), "
+            f"not {config.dataset!r}"
+        )
+
+
 def _is_real(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
 
@@ -241,7 +343,7 @@ def _dry_build(config: TrainConfig) -> None:
     from aalr.harness.methods import build_method
     from aalr.harness.models import build_model, default_model_for
 
-    shape, classes = _DATA_SHAPES[config.dataset]
+    shape, classes = data_shape(config)
     model_name = config.model or default_model_for(config.dataset)
     first_lr = config.lr[0] if isinstance(config.lr, list) else config.lr
     try:
@@ -262,7 +364,7 @@ def _dry_build(config: TrainConfig) -> None:
             config.method,
             nn.Linear(1, 1),
             epochs=config.epochs,
-            steps_per_epoch=1,
+            steps_per_epoch=config.round_steps or 1,
             model_name=model_name,
             lr=first_lr,
             weight_decay=config.weight_decay,

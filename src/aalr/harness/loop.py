@@ -1,4 +1,4 @@
-"""The training loop of one run over its epochs, the passes that only evaluate, and the run's summary.
+"""The training loop of one run over its epochs (or rounds), the passes that only evaluate, and the summary.
 
 :func:`train_epochs` reads top to bottom: load the data and build the model and the method, restore
 them from the checkpoint when resuming, then each epoch: shuffle (a seeded generator of our own),
@@ -6,6 +6,16 @@ augment whole batches, optionally attack, step; the epoch's training loss (sampl
 minibatch losses, no extra pass) goes to the method's ``end_epoch`` (AALR may restore weights there);
 then test loss/accuracy (and robust accuracies for adversarial runs), a metrics line and a checkpoint
 (through :mod:`aalr.harness.rundir`). It returns the summary; the caller writes it.
+
+In step mode (``train_steps``, ``round_steps``) a *round* of ``round_steps`` optimizer steps plays the
+epoch's part in all of this (the method sees ``epochs`` = rounds and ``steps_per_epoch`` =
+``round_steps``), and the batches flow across passes over the data: :class:`BatchStream` starts a
+fresh seeded permutation whenever a pass runs out, and its state (the generator's state where the
+current pass began, and how far into it the run is) is checkpointed, so that a resumed run draws the
+same batches as one never interrupted. An epoch is one whole pass of the same stream.
+
+For a byte data set (a language model) every row also has ``test_bpb``, bits per byte on the fixed
+held-out windows (``test_loss`` / ln 2), and ``test_acc`` is next-byte accuracy.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1; see :mod:`aalr.harness.distributed`) the loop trains with
 DistributedDataParallel: ``batch_size`` stays the global batch (each rank takes ``batch_size /
@@ -36,6 +46,7 @@ from aalr.harness.config import RunError, TrainConfig, evaluation_attacks, train
 from aalr.harness.numerics import autocast_for, resolve_precision
 from aalr.harness.rng import global_state, seed_everything, set_global_state
 from aalr.harness.tensorboard import TensorBoardLog
+from aalr.harness.text import bits_per_byte
 
 log = logging.getLogger("aalr.harness")
 
@@ -61,7 +72,7 @@ def load_data(config: TrainConfig) -> Any:
     from aalr.harness.data import load_dataset
 
     with distributed.local_main_first():  # one download or cache write per node
-        return load_dataset(config.dataset, config.data_dir)
+        return load_dataset(config.dataset, config.data_dir, context=config.context)
 
 
 def training_data(config: TrainConfig, ds: Any, validation: bool = False) -> Any:
@@ -142,7 +153,12 @@ def train_epochs(
     n_local = distributed.shard_size(n_train, world_size)
     if n_local == 0:
         raise RunError(f"{n_train} training samples cannot be shared among {world_size} ranks")
-    steps_per_epoch = math.ceil(n_local / batch_size)
+    # in step mode the method's "epoch" is a round: per-batch schedules and AALR count in rounds
+    steps_per_epoch = (
+        config.round_steps if config.round_steps is not None else math.ceil(n_local / batch_size)
+    )
+    stream = BatchStream(n_train, batch_size, generator, device)
+    is_bytes = ds.kind == "bytes"
 
     def layout(xb: torch.Tensor) -> torch.Tensor:
         if channels_last and xb.ndim == 4:
@@ -173,7 +189,7 @@ def train_epochs(
     status = STATUS_FINISHED
     if checkpoint is not None:
         rows, start_epoch, wall_before, status = _restore(
-            checkpoint, context, model, method, generator, device_generator
+            checkpoint, context, model, method, generator, device_generator, stream
         )
         initial_loss = checkpoint.get("initial_loss")
         log.info("resuming %s at epoch %d", out, start_epoch)
@@ -203,6 +219,7 @@ def train_epochs(
     board = TensorBoardLog(context.tensorboard) if context.tensorboard and distributed.is_main() else None
     started = time.perf_counter()
     epoch = start_epoch
+    steps_done = int(checkpoint.get("steps", 0)) if checkpoint is not None else 0
     while epoch < config.epochs and status == STATUS_FINISHED:
         epoch += 1
         epoch_start = time.perf_counter()
@@ -212,7 +229,9 @@ def train_epochs(
         method.train_mode()
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for index in _batches(n_train, batch_size, generator, device):
+        samples = 0  # this rank's, this epoch or round
+        # an epoch: a fresh pass; a round: round_steps batches, across passes
+        for index in stream.take(config.round_steps):
             xb = ds.as_float(ds.x_train[index])
             yb = ds.y_train[index]
             if augment is not None:
@@ -229,12 +248,16 @@ def train_epochs(
             except Exception as error:
                 if _step_diverged(error, loss, config, lr_used, epoch):
                     loss_sum += loss.detach().double() * len(index)  # non-finite: the epoch's loss is too
+                    samples += len(index)
                     break
                 raise
             # the step's loss as a float only for a method that asks (a device sync each step)
             method.after_batch(float(loss.detach()) if method.wants_step_loss else None)
             loss_sum += loss.detach().double() * len(index)
-        train_loss = distributed.sample_mean(loss_sum, n_local)  # over all ranks' samples
+            samples += len(index)
+            steps_done += 1
+        # over all ranks' samples; an epoch's count is its pass's (as the committed results were made)
+        train_loss = distributed.sample_mean(loss_sum, samples if config.step_mode else n_local)
         distributed.sync_buffers(model)
         if config.loss_pass == "full":
             evaluation_weights()
@@ -245,17 +268,23 @@ def train_epochs(
         else:
             evaluation_weights()
         test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, prepare, device, precision=precision)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": lr_used,
-            "next_lr": method.lr,
-            "train_loss": train_loss,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "action": decision.get("action", "none"),
-            "reason": decision.get("reason", ""),
-            "numerics": computed_in,
-        }
+        row: dict[str, Any] = {"epoch": epoch}
+        if config.step_mode:  # "epoch" counts rounds too, so that every reader of the rows works
+            row.update({"round": epoch, "step": steps_done, "data_passes": stream.passes_done()})
+        row.update(
+            {
+                "lr": lr_used,
+                "next_lr": method.lr,
+                "train_loss": train_loss,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "action": decision.get("action", "none"),
+                "reason": decision.get("reason", ""),
+                "numerics": computed_in,
+            }
+        )
+        if is_bytes:
+            row["test_bpb"] = bits_per_byte(test_loss)
         if eval_attacks and (epoch % config.robust_every == 0 or epoch == config.epochs):
             n_eval = (
                 len(ds.x_test)
@@ -287,6 +316,8 @@ def train_epochs(
                 "model": model.state_dict(),
                 "method": method.state_dict(),
                 "generator": generator.get_state(),
+                "stream": stream.state_dict(),
+                "steps": steps_done,
                 "device_generator": device_generator.get_state() if device.type == "cpu" else torch.empty(0),
                 "rng": global_state(),
                 "rows": rows,
@@ -297,7 +328,8 @@ def train_epochs(
         )
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}", lr=f"{method.lr:.3g}")
+            shown = {"bpb": f"{row['test_bpb']:.4f}"} if is_bytes else {"acc": f"{test_acc:.4f}"}
+            bar.set_postfix(loss=f"{train_loss:.4f}", **shown, lr=f"{method.lr:.3g}")
     if bar is not None:
         bar.close()
     if board is not None:
@@ -308,6 +340,17 @@ def train_epochs(
     # every default the method used, and what it found as it ran (e.g. lr-range-onecycle's range test
     # steps: training cost beyond the epochs)
     summary["method_settings"] = dict(method.settings)
+    if config.step_mode:
+        summary.update(
+            train_steps=config.train_steps, round_steps=config.round_steps, rounds=len(rows), steps=steps_done
+        )
+    if is_bytes:
+        bpbs = [r["test_bpb"] for r in rows]
+        summary.update(
+            final_test_bpb=bpbs[-1] if bpbs else None,
+            best_test_bpb=min(bpbs) if bpbs else None,
+            eval_bytes=int(ds.y_test.numel()),
+        )
     return summary
 
 
@@ -381,14 +424,18 @@ def _restore(
     method: Any,
     generator: torch.Generator,
     device_generator: torch.Generator,
+    stream: BatchStream,
 ) -> tuple[list[dict[str, Any]], int, float, str]:
-    """Load the checkpoint into the run's model, method, generators and the global RNGs; return its
-    rows, epoch, wall-clock seconds so far and status. A checkpoint that does not fit is a RunError."""
+    """Load the checkpoint into the run's model, method, generators, batch stream and the global RNGs;
+    return its rows, epoch, wall-clock seconds so far and status. A checkpoint that does not fit is a
+    RunError. One without a stream (made before there was one) is at the end of an epoch's pass."""
     config, out = context.config, context.out
     try:
         model.load_state_dict(checkpoint["model"])
         method.load_state_dict(checkpoint["method"])
         generator.set_state(checkpoint["generator"])
+        if "stream" in checkpoint:
+            stream.load_state_dict(checkpoint["stream"])
         if "device_generator" in checkpoint and context.device.type == "cpu":
             device_generator.set_state(checkpoint["device_generator"])
         set_global_state(checkpoint["rng"])
@@ -406,14 +453,70 @@ def _restore(
     return rows, start_epoch, wall_before, status
 
 
-def _batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """This rank's minibatches of one epoch: ``batch_size`` is per rank (the global batch / world size)."""
-    order = torch.randperm(n, generator=generator).to(device)
-    if distributed.active():
-        order = distributed.shard(order, distributed.rank(), distributed.world_size())
-    yield from order.split(batch_size)
+class BatchStream:
+    """This rank's minibatches (index tensors) over passes of the ``n`` training samples: each pass is
+    a fresh permutation drawn from ``generator`` (sharded across ranks under torchrun), split into
+    batches of ``batch_size`` (per rank; the last of a pass may be smaller, never dropped).
+
+    :meth:`take` yields the rest of the current pass (an epoch) or a number of batches, starting new
+    passes as needed (a round of step mode). ``generator`` draws nothing but the permutations, so the
+    state where the current pass began and the batches taken of it say where the stream is:
+    :meth:`state_dict` holds them, and :meth:`load_state_dict` draws that pass's permutation again.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+        self.n, self.batch_size, self.generator, self.device = n, batch_size, generator, device
+        self._pass_start: torch.Tensor | None = None  # the generator's state before this pass's draw
+        self._batches: list[torch.Tensor] = []
+        self._position = 0  # batches of the current pass taken
+        self._passes = 0  # passes begun
+
+    def _new_pass(self) -> None:
+        self._pass_start = self.generator.get_state()
+        order = torch.randperm(self.n, generator=self.generator).to(self.device)
+        if distributed.active():
+            order = distributed.shard(order, distributed.rank(), distributed.world_size())
+        self._batches = list(order.split(self.batch_size))
+        self._position = 0
+        self._passes += 1
+
+    def take(self, count: int | None = None) -> Iterator[torch.Tensor]:
+        """``count`` batches, across passes; None: one whole fresh pass (an epoch; one cut short by a
+        divergence is not finished later)."""
+        if count is None:
+            self._new_pass()
+            count = len(self._batches)
+        for _ in range(count):
+            if self._position >= len(self._batches):
+                self._new_pass()
+            self._position += 1
+            yield self._batches[self._position - 1]
+
+    def passes_done(self) -> float:
+        """Passes over the data so far, the current one counted by the fraction of its batches taken."""
+        if not self._batches:
+            return 0.0
+        return self._passes - 1 + self._position / len(self._batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pass_start": torch.empty(0, dtype=torch.uint8) if self._pass_start is None else self._pass_start,
+            "position": self._position,
+            "passes": self._passes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._batches, self._position, self._passes = [], 0, 0
+        if state["pass_start"].numel() == 0:
+            return  # no pass begun
+        after = self.generator.get_state()
+        self.generator.set_state(state["pass_start"])
+        self._new_pass()
+        if not torch.equal(self.generator.get_state(), after):
+            raise ValueError("the stream's pass does not lead to the checkpoint's generator state")
+        self._position, self._passes = int(state["position"]), int(state["passes"])
+        if not 0 <= self._position <= len(self._batches):
+            raise ValueError(f"the stream is at batch {self._position} of a pass of {len(self._batches)}")
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
@@ -467,7 +570,7 @@ def evaluate(
     batch_size: int = 1024,
     precision: str = "auto",
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over all of (x, y), in the run's
+    """Mean cross-entropy and accuracy per target of ``model`` (eval mode) over all of (x, y), in the run's
     ``precision``; ``prepare`` makes a stored batch what the model takes (float, and channels_last where
     the run uses it)."""
     model.eval()
@@ -480,7 +583,7 @@ def evaluate(
             logits = model(xb).float()
             total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
-    n = max(len(x), 1)
+    n = max(y.numel(), 1)  # targets: one per sample, or one per byte of a window
     return float(total_loss.item()) / n, int(correct.item()) / n
 
 
@@ -495,20 +598,27 @@ def _initial_loss(
 ) -> float:
     """The training loss of the initial model: one forward pass over the training set (eval mode).
 
-    For adversarial runs it is the loss on adversarial examples, the quantity AALR then watches.
+    For adversarial runs it is the loss on adversarial examples, the quantity AALR then watches. For a
+    byte data set it is the mean loss per byte over :data:`~aalr.harness.text.EVAL_WINDOWS` training
+    windows spread evenly over the text (all of them would cost hundreds of training steps).
     """
     from aalr.harness.attacks import attack
+    from aalr.harness.text import EVAL_WINDOWS, evenly_spaced
 
+    x_all, y_all = ds.x_train, ds.y_train
+    if ds.kind == "bytes":
+        keep = evenly_spaced(len(x_all), EVAL_WINDOWS).to(x_all.device)
+        x_all, y_all = x_all[keep], y_all[keep]
     model.eval()
     total = 0.0
-    for start in range(0, len(ds.x_train), 1024):
-        xb = prepare(ds.x_train[start : start + 1024])
-        yb = ds.y_train[start : start + 1024]
+    for start in range(0, len(x_all), 1024):
+        xb = prepare(x_all[start : start + 1024])
+        yb = y_all[start : start + 1024]
         if train_attack is not None:
             xb = attack(model, xb, yb, train_attack, generator=generator)
         with torch.no_grad(), autocast_for(device, precision):
             total += float(F.cross_entropy(model(xb).float(), yb, reduction="sum").item())
-    return total / len(ds.x_train)
+    return total / y_all.numel()
 
 
 # -- progress and the summary --------------------------------------------------------------------
@@ -518,7 +628,8 @@ def _progress(config: TrainConfig, start: int) -> Any:
     from tqdm import tqdm
 
     label = f"{config.dataset}/{config.model or 'default'}/{config.method}/seed{config.seed}"
-    return tqdm(total=config.epochs, initial=start, desc=label, unit="epoch", leave=False)
+    unit = "round" if config.step_mode else "epoch"
+    return tqdm(total=config.epochs, initial=start, desc=label, unit=unit, leave=False)
 
 
 def _summary(

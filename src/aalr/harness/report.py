@@ -74,6 +74,14 @@ CSV_COLUMNS = (
     "numerics_unrecorded",  # how many runs have epochs that did not record it
     "crashed",  # runs that raised and have no result (not in n)
     "settings",  # setting=value where runs of one method differ in more than the seed, ";"-separated
+    # language-model runs (a byte data set): bits per byte on the held-out bytes, lower is better
+    "bpb_final_mean",
+    "bpb_final_std",
+    "bpb_final_worst",  # the highest final bpb over the seeds
+    "bpb_best_mean",
+    "bpb_best_std",
+    "train_steps",  # step mode: the optimizer steps of each run, in rounds of round_steps
+    "round_steps",
 )
 DAGGER = "†"
 DASH = "–"
@@ -374,13 +382,15 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _stats(values: Iterable[object], prefix: str) -> dict[str, Any]:
-    """mean, sample std (None for fewer than two values) and worst (minimum) under ``prefix_``."""
+def _stats(values: Iterable[object], prefix: str, *, lower_is_better: bool = False) -> dict[str, Any]:
+    """mean, sample std (None for fewer than two values) and worst (the minimum; the maximum where
+    lower is better, as for bits per byte) under ``prefix_``."""
     numbers = [v for v in (_number(x) for x in values) if v is not None]
+    worst = max if lower_is_better else min
     return {
         f"{prefix}_mean": statistics.fmean(numbers) if numbers else None,
         f"{prefix}_std": statistics.stdev(numbers) if len(numbers) >= 2 else None,
-        f"{prefix}_worst": min(numbers) if numbers else None,
+        f"{prefix}_worst": worst(numbers) if numbers else None,
     }
 
 
@@ -524,6 +534,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> Summary:
         peak = _stats((r.get("peak_test_acc") for r in runs), "peak")
         entry.update(final)
         entry.update({k: v for k, v in peak.items() if not k.endswith("_worst")})
+        if any("final_test_bpb" in r for r in runs):  # a language model: bits per byte, lower is better
+            entry.update(_stats((r.get("final_test_bpb") for r in runs), "bpb_final", lower_is_better=True))
+            best = _stats((r.get("best_test_bpb") for r in runs), "bpb_best", lower_is_better=True)
+            entry.update({k: v for k, v in best.items() if not k.endswith("_worst")})
+            entry["eval_bytes"] = single([r.get("eval_bytes") for r in runs])
+        steps = single([r.get("train_steps") for r in runs])
+        if steps is not None:
+            entry["train_steps"] = steps
+            entry["round_steps"] = single([r.get("round_steps") for r in runs])
 
         adversarial = single([json.dumps(r.get("adversarial"), sort_keys=True) for r in runs])
         entry["adversarial"] = json.loads(adversarial) if isinstance(adversarial, str) else None
@@ -571,6 +590,14 @@ def _pct(value: float | None) -> str:
     return DASH if value is None else f"{100 * value:.2f}"
 
 
+def _bpb(value: float | None) -> str:
+    return DASH if value is None else f"{value:.3f}"
+
+
+def _bpb_mean_std(mean: float | None, std: float | None) -> str:
+    return DASH if mean is None else f"{_bpb(mean)} ± {_bpb(std)}"
+
+
 def _mean_std(mean: float | None, std: float | None) -> str:
     if mean is None:
         return DASH
@@ -606,9 +633,14 @@ def _setting_text(entries: Sequence[dict[str, Any]], key: str) -> str:
 
 
 def _experiment_heading(experiment: str, entries: Sequence[dict[str, Any]]) -> str:
+    if any(e.get("train_steps") is not None for e in entries):
+        steps, per_round = _setting_text(entries, "train_steps"), _setting_text(entries, "round_steps")
+        length = f"{steps} steps in rounds of {per_round}"
+    else:
+        length = f"{_setting_text(entries, 'epochs')} epochs"
     text = (
         f"## {experiment}: {_setting_text(entries, 'dataset')} / {_setting_text(entries, 'model')}, "
-        f"{_setting_text(entries, 'epochs')} epochs, batch size {_setting_text(entries, 'batch_size')}"
+        f"{length}, batch size {_setting_text(entries, 'batch_size')}"
     )
     adversarial = next((e["adversarial"] for e in entries if isinstance(e.get("adversarial"), dict)), None)
     if adversarial:
@@ -638,18 +670,27 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
     lines: list[str] = []
     if title:
         lines += [f"# {title}", ""]
-    any_failed = any_grid = any_single = any_crashed = False
+    any_failed = any_grid = any_single = any_crashed = any_bpb = any_acc = False
+    eval_bytes: list[Any] = []
     for experiment, entries in by_experiment.items():
         robust = any(f"{attack}_n" in e for e in entries for attack in ROBUST_ATTACKS)
         grid = any("chosen_lr_mean" in e for e in entries)
+        bpb = any("bpb_final_mean" in e for e in entries)  # a language model's table
+        any_bpb |= bpb
+        any_acc |= not bpb
+        eval_bytes += [e.get("eval_bytes") for e in entries if bpb]
         clean = "Clean " if robust else ""
-        header = [
-            "Method",
-            "Seeds",
-            f"{clean}Final acc (%) mean ± std",
-            "Worst seed",
-            f"{clean}Peak acc (%) mean ± std",
-        ]
+        header = (
+            ["Method", "Seeds", "Final bpb mean ± std", "Worst seed", "Best bpb mean ± std"]
+            if bpb
+            else [
+                "Method",
+                "Seeds",
+                f"{clean}Final acc (%) mean ± std",
+                "Worst seed",
+                f"{clean}Peak acc (%) mean ± std",
+            ]
+        )
         pgd = _pgd_label(entries)
         if robust:
             header += ["FGSM final (%)", "FGSM peak (%)", f"{pgd} final (%)", f"{pgd} peak (%)"]
@@ -669,10 +710,19 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
             cells = [
                 str(e["method"]) + (f" ({', '.join(settings)})" if settings else ""),
                 f"{e['n']} of {e['n'] + crashed} ({crashed} crashed)" if crashed else str(e["n"]),
-                _mean_std(e["final_mean"], e["final_std"]) + mark,
-                _pct(e["final_worst"]) + mark,
-                _mean_std(e["peak_mean"], e["peak_std"]) + mark,
             ]
+            if bpb:
+                cells += [
+                    _bpb_mean_std(e.get("bpb_final_mean"), e.get("bpb_final_std")) + mark,
+                    _bpb(e.get("bpb_final_worst")) + mark,
+                    _bpb_mean_std(e.get("bpb_best_mean"), e.get("bpb_best_std")) + mark,
+                ]
+            else:
+                cells += [
+                    _mean_std(e["final_mean"], e["final_std"]) + mark,
+                    _pct(e["final_worst"]) + mark,
+                    _mean_std(e["peak_mean"], e["peak_std"]) + mark,
+                ]
             if robust:
                 for attack in ROBUST_ATTACKS:
                     for which in ("final", "peak"):
@@ -687,12 +737,22 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
-    notes = [
-        "Accuracies are test accuracies in %, mean ± sample standard deviation (ddof=1) over seeds"
-        + (f"; {DASH} where there is only one seed." if any_single else "."),
-        "Final: after the last epoch. Worst seed: the lowest final accuracy over the seeds. "
-        "Peak: the best epoch; the paper's Tables 1-4 report peak accuracy, so compare them with Peak.",
-    ]
+    notes = []
+    if any_acc:
+        notes += [
+            "Accuracies are test accuracies in %, mean ± sample standard deviation (ddof=1) over seeds"
+            + (f"; {DASH} where there is only one seed." if any_single else "."),
+            "Final: after the last epoch. Worst seed: the lowest final accuracy over the seeds. "
+            "Peak: the best epoch; the paper's Tables 1-4 report peak accuracy, so compare them with Peak.",
+        ]
+    if any_bpb:
+        measured = ", ".join(str(b) for b in _first_seen(eval_bytes)) or "?"
+        notes.append(
+            "bpb: bits per byte (mean cross-entropy per predicted byte / ln 2) on a fixed set of "
+            f"{measured} held-out test bytes, lower is better; mean ± sample standard deviation (ddof=1) "
+            f"over seeds{f' ({DASH} for one seed)' if any_single else ''}. Final: after the last round "
+            "(or epoch); Worst seed: the highest final bpb; Best: the lowest bpb of any round."
+        )
     if any_failed:
         notes.append(
             f"{DAGGER} Some runs of this method diverged (count in Failed); their accuracy enters the "
@@ -888,11 +948,13 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: Path | str, *, experimen
     labels = _distinguishing(groups)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
+        bpb = any("final_test_bpb" in r for r in chosen)  # a language model: bits per byte instead
         for index, (group, runs) in enumerate(groups.items()):
             label = _label(runs[0], several, labels[group])
-            epochs, mean = _mean_curve(runs, "test_acc")
+            epochs, mean = _mean_curve(runs, "test_bpb" if bpb else "test_acc")
             look = _style(index, str(runs[0].get("method")))
-            (line,) = ax.plot(epochs, [100 * v for v in mean], label=f"{label} (n={len(runs)})", **look)
+            shown = mean if bpb else [100 * v for v in mean]
+            (line,) = ax.plot(epochs, shown, label=f"{label} (n={len(runs)})", **look)
             for key, style in (("fgsm_acc", "--"), ("pgd_acc", ":")):
                 robust_epochs, robust_mean = _mean_curve(runs, key)
                 if robust_epochs:
@@ -903,9 +965,11 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: Path | str, *, experimen
                         color=line.get_color(),
                         label=f"{label} {key.split('_')[0].upper()}",
                     )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy (%), mean over seeds")
-        ax.set_title(f"Test accuracy per epoch{': ' + experiment if experiment else ''}")
+        unit = "round" if any(r.get("train_steps") is not None for r in chosen) else "epoch"
+        ax.set_xlabel(unit)
+        what = "test bits per byte" if bpb else "test accuracy"
+        ax.set_ylabel(f"{what}{'' if bpb else ' (%)'}, mean over seeds")
+        ax.set_title(f"{what.capitalize()} per {unit}{': ' + experiment if experiment else ''}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", ncol=2)
         return _save(fig, path)

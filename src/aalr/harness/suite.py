@@ -381,6 +381,14 @@ def run_settings(config: dict[str, Any]) -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     ignored = RESUMABLE_DIFFERENCES | _MADE_WITH
     merged = {**defaults, **config}
+    steps, per_round = merged.get("train_steps"), merged.get("round_steps")
+    if (
+        config.get("epochs") is None
+        and isinstance(steps, int)
+        and isinstance(per_round, int)
+        and per_round > 0
+    ):
+        merged["epochs"] = steps // per_round  # step mode: epochs counts rounds (TrainConfig.from_dict)
     return {
         key: value
         for key, value in merged.items()
@@ -563,8 +571,11 @@ def _run_selected(
             failed += 1
             continue
         finished.append(run_dir)
-        final = summary.get("final_test_acc")
-        result = f"final test acc {100 * final:.2f}%" if isinstance(final, (int, float)) else "done"
+        final, bpb = summary.get("final_test_acc"), summary.get("final_test_bpb")
+        if isinstance(bpb, (int, float)):  # a language model
+            result = f"final test bits per byte {bpb:.4f}"
+        else:
+            result = f"final test acc {100 * final:.2f}%" if isinstance(final, (int, float)) else "done"
         progress(f"{label}: {summary.get('status', 'finished')}, {result}")
     if failed:
         progress(f"{failed} of {total} run(s) failed; each is recorded in {out_root / 'failures.jsonl'}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -115,14 +116,18 @@ def _run_in(
     lr: float | None
     if isinstance(config.lr, list):
         grid, searched = _search_grid(context, config.lr) if len(config.lr) > 1 else ({}, [])
-        # the best validation accuracy; on a tie, the first LR of the list
-        lr = float(max(config.lr, key=lambda value: grid.get(f"{value:g}", 0.0)))
+        # the best validation accuracy (a language model: the lowest validation bits per byte); on a
+        # tie, the first LR of the list
+        lr = float(max(config.lr, key=lambda value: _grid_rank(grid.get(f"{value:g}"), dataset)))
     else:
         lr = None if config.lr is None else float(config.lr)
     summary = loop.train_epochs(context, lr, resume=resuming)
     if grid:
-        summary["lr_grid"] = grid
+        summary["lr_grid"] = grid  # validation accuracy per LR; for a language model, validation bpb
+        summary["lr_grid_metric"] = "val_bpb" if _is_bytes(dataset) else "val_acc"
         summary["chosen_lr"] = lr
+        if _is_bytes(dataset):
+            summary["val_bpb"] = grid.get(f"{lr:g}")
         # the LR was chosen by the grid's runs: how they computed is part of how this result was made
         made = [*searched, summary]
         summary["numerics"] = list(dict.fromkeys(way for part in made for way in part.get("numerics", [])))
@@ -177,9 +182,21 @@ def _rank0_decides(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return answer
 
 
+def _is_bytes(dataset: Any) -> bool:
+    return getattr(dataset, "kind", "classes") == "bytes"
+
+
+def _grid_rank(score: float | None, dataset: Any) -> float:
+    """Larger is better: a validation accuracy, or minus a validation bpb (None: a run that failed)."""
+    if score is None:
+        return -math.inf
+    return -score if _is_bytes(dataset) else score
+
+
 def _search_grid(context: loop.Context, lrs: list[float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Train each LR on the training data less a validation split; score each by final validation
-    accuracy. Returns the scores and the runs' summaries."""
+    accuracy (a language model: by final validation bits per byte, on the data set's own validation
+    part of the text). Returns the scores and the runs' summaries."""
     scores: dict[str, float] = {}
     summaries = []
     for lr in lrs:
@@ -187,7 +204,14 @@ def _search_grid(context: loop.Context, lrs: list[float]) -> tuple[dict[str, flo
         sub_out = context.out / "grid" / f"lr{lr:g}"
         sub_tensorboard = None if context.tensorboard is None else context.tensorboard / "grid" / f"lr{lr:g}"
         summary = run_validation(sub_config, sub_out, context.dataset, tensorboard=sub_tensorboard)
-        scores[f"{lr:g}"] = summary["final_test_acc"] if summary["status"] == loop.STATUS_FINISHED else 0.0
+        finished = summary["status"] == loop.STATUS_FINISHED
+        if _is_bytes(context.dataset):
+            bpb = summary.get("final_test_bpb")
+            scores[f"{lr:g}"] = bpb if finished and bpb is not None and math.isfinite(bpb) else math.inf
+            log.info("grid %s lr=%g: validation bpb %.4f", context.config.method, lr, scores[f"{lr:g}"])
+            summaries.append(summary)
+            continue
+        scores[f"{lr:g}"] = summary["final_test_acc"] if finished else 0.0
         log.info("grid %s lr=%g: validation accuracy %.4f", context.config.method, lr, scores[f"{lr:g}"])
         summaries.append(summary)
     return scores, summaries

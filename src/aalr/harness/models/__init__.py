@@ -14,6 +14,10 @@ Example:
 The paper's CIFAR models are ``resnet18``, ``resnet20``, ``wrn-28-10``, ``wrn-34-10``, ``vgg16``,
 ``vgg16-bn`` and ``simplenetv1`` (each module's docstring says which code it follows and how many
 parameters it has); ``mnist1d-cnn``, ``fmnist-cnn`` and ``mlp`` are small models for CPU work.
+
+``byte-transformer`` (:mod:`aalr.harness.models.lm`) is a language model over windows of bytes
+(``input_shape = (T,)``, int64 byte ids, 256 classes): it embeds its inputs, so its ``normalize`` is
+the identity (``nn.Identity``) and it takes no mean/std.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from torch import nn
 
 from aalr.harness.models.common import Normalize, check_mean_std, count_parameters
+from aalr.harness.models.lm import byte_transformer
 from aalr.harness.models.resnet import resnet18, resnet20
 from aalr.harness.models.simplenet import simplenetv1
 from aalr.harness.models.small import fmnist_cnn, mlp, mnist1d_cnn
@@ -35,6 +40,7 @@ from aalr.harness.models.wrn import wrn_28_10, wrn_34_10
 __all__ = [
     "MODELS",
     "PAPER_MODELS",
+    "TOKEN_MODELS",
     "Normalize",
     "build_model",
     "count_parameters",
@@ -55,7 +61,10 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mnist1d-cnn": mnist1d_cnn,
     "fmnist-cnn": fmnist_cnn,
     "mlp": mlp,
+    "byte-transformer": byte_transformer,
 }
+# Models over byte windows (T,) that embed their int64 inputs: no Normalize layer, no mean/std.
+TOKEN_MODELS: tuple[str, ...] = ("byte-transformer",)
 
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -92,6 +101,7 @@ _DEFAULT_MODELS: dict[str, str] = {
     "mnist": "fmnist-cnn",
     "cifar10": "resnet18",
     "cifar100": "resnet18",
+    "shakespeare": "byte-transformer",
 }
 
 
@@ -126,13 +136,18 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    shape = _check_input_shape(input_shape)
+    shape = _check_input_shape(input_shape, tokens=name in TOKEN_MODELS)
     allowed = model_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
             f"model {name!r} has no option(s) {unknown}; its options are: {', '.join(allowed) or 'none'}"
         )
+    if name in TOKEN_MODELS:
+        if mean or std:
+            raise ValueError(f"model {name!r} embeds byte ids and takes no mean/std; got {mean!r}, {std!r}")
+        net = _BUILDERS[name](num_classes, shape, **options)
+        return nn.Sequential(OrderedDict([("normalize", nn.Identity()), ("net", net)]))
     check_mean_std(mean, std, shape[0])  # fail before spending time on a large net
     net = _BUILDERS[name](num_classes, shape, **options)
     normalize = Normalize(shape[0], len(shape) - 1, mean, std)
@@ -156,10 +171,16 @@ def default_model_for(dataset_name: str) -> str:
     return _DEFAULT_MODELS[dataset_name]
 
 
-def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+def _check_input_shape(input_shape: Sequence[int], *, tokens: bool = False) -> tuple[int, ...]:
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise ValueError(f"input_shape must be (C, H, W) or (C, L), got {input_shape!r}")
     shape = tuple(input_shape)
+    if tokens:
+        if len(shape) != 1 or isinstance(shape[0], bool) or not isinstance(shape[0], int) or shape[0] < 1:
+            raise ValueError(
+                f"input_shape must be (T,), a window of T >= 1 bytes (a byte data set), got {input_shape!r}"
+            )
+        return shape
     if (
         len(shape) not in (2, 3)
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
