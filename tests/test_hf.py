@@ -354,6 +354,68 @@ def test_resume_without_the_tuners_file_says_where_it_looked(tmp_path, uninterru
         train(tmp_path, AALRTrainerCallback(**SETTINGS), resume=True, **SAVES)
 
 
+class RunsCode:
+    """A pickle that would run code when unpickled (it must never be)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def damaged(path: Path, how: str) -> None:
+    if how == "text":
+        path.write_text("{not a torch file")
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:  # "code": a pickle whose loading would create the marker file
+        torch.save({"format": 1, "global_step": 8, "x": RunsCode(path.parent / "ran")}, path)
+
+
+# found by the hostile sweep of the integrations: torch's own errors (UnpicklingError, EOFError, a zip
+# reader's RuntimeError) came from deep inside torch.load without naming the file
+@pytest.mark.parametrize("how", ["text", "empty", "truncated", "code"])
+def test_a_damaged_tuner_file_is_refused_naming_it_and_never_unpickled(tmp_path, uninterrupted, how):
+    checkpoint = moved_checkpoint(uninterrupted[0] / "checkpoint-8", tmp_path)
+    damaged(checkpoint / TUNER_FILE, how)
+    with pytest.raises(ValueError, match=f"{checkpoint / TUNER_FILE} is not a tuner file that can be read"):
+        train(tmp_path, AALRTrainerCallback(**SETTINGS), resume=True, **SAVES)
+    assert not (checkpoint / "ran").exists()
+
+
+# found by the hostile sweep: a NaN carry was taken (the next log became NaN: a restore and a halving for
+# nothing), a round not of whole logs was floored, and a carry of text failed after the tuner was loaded
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"carry": [math.nan, 2]}, r"carry must be \[finite loss sum, steps >= 0\].*carry=\[nan, 2\]"),
+        ({"carry": ["a", 1]}, r"carry must be .*carry=\['a', 1\]"),
+        ({"pending": ["x"]}, r"pending a list of losses.*pending=\['x'\]"),
+        ({"round_steps": 3}, r"its round of 3 steps is not a whole number of logs of 2 steps"),
+        ({"tuner": "x"}, f"{TUNER_FILE}: AALR state must be a dict"),
+    ],
+)
+def test_an_edited_tuner_file_is_refused_naming_it(tmp_path, uninterrupted, edit, match):
+    checkpoint = moved_checkpoint(uninterrupted[0] / "checkpoint-8", tmp_path)
+    saved = torch.load(checkpoint / TUNER_FILE, weights_only=True)
+    torch.save({**saved, **edit}, checkpoint / TUNER_FILE)
+    with pytest.raises((TypeError, ValueError), match=match):
+        train(tmp_path, AALRTrainerCallback(**SETTINGS), resume=True, **SAVES)
+
+
+def test_numpy_numbers_are_taken_and_exported_as_plain_json():
+    # found by the hostile sweep: NumPy ints were refused as every_n_steps ("got 4"), and a NumPy option
+    # made the first checkpoint save fail in json.dumps, after training up to it
+    np = pytest.importorskip("numpy")
+    callback = AALRTrainerCallback(np.int64(4), total_steps=np.int64(16), phase1_patience=np.int64(2))
+    assert callback.every_n_steps == 4 and callback.total_steps == 16
+    exported = json.loads(json.dumps(callback.state()))["args"]
+    assert exported["every_n_steps"] == 4 and exported["phase1_patience"] == 2
+
+
 def test_resume_from_a_checkpoint_saved_without_aalr_starts_the_tuner_there(tmp_path):
     train(tmp_path, None, max_steps=8, **SAVES)
     callback = AALRTrainerCallback(**SETTINGS)

@@ -980,6 +980,17 @@ def test_step_mode_constructor_errors(options, error, match):
         AALRCallback(**options)
 
 
+def test_step_mode_takes_numpy_integers_as_the_tuner_does():
+    # found by the hostile sweep of the integrations: an AssertionError, where AALR itself takes them
+    np = pytest.importorskip("numpy")
+    callback = AALRCallback(
+        interval="step", every_n_steps=np.int64(4), total_steps=np.int64(8), initial_loss=1.2
+    )
+    fit(StepTiny(metric=None), [callback], epochs=2)  # 8 optimizer steps
+    assert [record["last_step"] for record in callback.tuner.history] == [4, 8]
+    assert callback.tuner.config.total_epochs == 2
+
+
 def test_total_steps_max_steps_needs_a_bounded_trainer():
     callback = AALRCallback(interval="step", every_n_steps=2, total_steps="max_steps")
     with pytest.raises(

@@ -238,3 +238,11 @@ def test_every_n_steps_takes_numpy_integers_as_the_budgets_do():
     tuner = tuner_for(np.int64(4), total_steps=np.int64(40))
     assert tuner.round.every_n_steps == 4 and type(tuner.round.every_n_steps) is int
     assert tuner.config.total_epochs == 10
+
+
+def test_a_loss_on_the_meta_device_is_refused_naming_it():
+    # found by the hostile sweep of the integrations: torch's own error came from deep inside item()
+    tuner = tuner_for(4)
+    with pytest.raises(ValueError, match="loss is a tensor on the meta device"):
+        tuner.observe(torch.tensor(1.0, device="meta"))
+    assert tuner.state_dict()["steps"]["round"]["steps"] == 0  # nothing counted

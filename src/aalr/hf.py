@@ -71,6 +71,7 @@ import logging
 import math
 import numbers
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -79,7 +80,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aalr.policy import ACTIONS, check_loss_value
+from aalr.policy import ACTIONS, check_loss_value, is_finite_real
 from aalr.tuner import AALR, TUNER_OPTIONS, as_loss, check_settings
 
 try:
@@ -147,6 +148,7 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
         log: bool = True,
         **tuner_options: Any,
     ) -> None:
+        every_n_steps, total_steps = _plain(every_n_steps), _plain(total_steps)  # NumPy ints, as AALR takes
         if every_n_steps is not None and (
             isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
         ):
@@ -178,6 +180,9 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
                 "(the round is every_n_steps and the budget total_steps, both in optimizer steps)"
             )
         check_settings(**tuner_options)
+        # state() exports the options into trainer_state.json: plain numbers (a NumPy one fails json.dumps at
+        # the first checkpoint save, after training up to it)
+        tuner_options = {name: _plain(value) for name, value in tuner_options.items()}
         if tuner_options.get("snapshot_dir") is not None:  # kept as a str: the settings go into JSON
             tuner_options["snapshot_dir"] = os.fspath(tuner_options["snapshot_dir"])
         self.every_n_steps = every_n_steps
@@ -393,20 +398,34 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
                 stacklevel=2,
             )
             return None
-        candidates = [
-            folder
-            for folder in (
-                args.resume_from_checkpoint,
-                attributes.get("aalr_checkpoint"),
-                _checkpoint_folder(args, state.global_step),
+        candidates = list(
+            dict.fromkeys(  # in order, each folder once
+                folder
+                for folder in (
+                    args.resume_from_checkpoint,
+                    attributes.get("aalr_checkpoint"),
+                    _checkpoint_folder(args, state.global_step),
+                )
+                if isinstance(folder, str)
             )
-            if isinstance(folder, str)
-        ]
+        )
         for folder in candidates:
             path = os.path.join(folder, TUNER_FILE)
             if not os.path.isfile(path):
                 continue
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # weights_only: a pickle's code is never run, it is refused
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # torch's errors (EOF, zip reader, unpickling) do not name the file
+                if isinstance(error, pickle.UnpicklingError):  # its advice, weights_only=False, runs the code
+                    why = "not a torch.save file of plain values and tensors, and nothing else is unpickled"
+                else:
+                    why = f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+                raise ValueError(
+                    f"AALRTrainerCallback: {path} is not a tuner file that can be read ({why}); it is "
+                    "damaged or was not written by this callback: restore it from a copy, or delete it and "
+                    f"the {type(self).__name__} entry of the checkpoint's trainer_state.json to resume with "
+                    "a fresh tuner"
+                ) from error
             if isinstance(saved, dict) and saved.get("global_step") == state.global_step:
                 return saved
         raise FileNotFoundError(
@@ -427,21 +446,44 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
                 f"run logs every {self._logging_steps} (logging_steps): keep "
                 f"logging_steps={saved.get('logging_steps')} to resume"
             )
-        if saved.get("round_steps") != self._round_steps:
+        round_steps = _whole_steps(saved.get("round_steps"), f"{TUNER_FILE}'s round_steps")
+        if round_steps % self._logging_steps:
+            raise ValueError(
+                f"{TUNER_FILE}: its round of {round_steps} steps is not a whole number of logs of "
+                f"{self._logging_steps} steps (logging_steps): the file is damaged"
+            )
+        if round_steps != self._round_steps:
             logger.warning(
                 "AALR: resuming with the checkpoint's round of %s steps (every_n_steps=%s given)",
-                saved.get("round_steps"),
+                round_steps,
                 self.every_n_steps,
             )
-            self._round_steps = _whole_steps(saved.get("round_steps"), f"{TUNER_FILE}'s round_steps")
+            self._round_steps = round_steps
         carry, pending = saved.get("carry"), saved.get("pending")
-        if not (isinstance(carry, list) and len(carry) == 2 and isinstance(pending, list)):
-            raise ValueError(f"{TUNER_FILE}: carry must be [loss sum, steps] and pending a list of losses")
+        # the carry is a sum of finite log means (a non-finite log resets it); a pending log may be NaN
+        if not (
+            isinstance(carry, list)
+            and len(carry) == 2
+            and is_finite_real(carry[0])
+            and isinstance(carry[1], int)
+            and not isinstance(carry[1], bool)
+            and carry[1] >= 0
+            and isinstance(pending, list)
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pending)
+        ):
+            raise ValueError(
+                f"{TUNER_FILE}: carry must be [finite loss sum, steps >= 0] and pending a list of losses, "
+                f"got carry={carry!r}, pending={pending!r}: the file is damaged"
+            )
 
     def _load(self, saved: dict[str, Any]) -> None:
         assert self.tuner is not None
         carry, pending = saved["carry"], saved["pending"]
-        self.tuner.load_state_dict(saved["tuner"])
+        try:
+            self.tuner.load_state_dict(saved["tuner"])
+        except (TypeError, ValueError) as error:  # refused before it changed anything: name the file
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"{TUNER_FILE}: {error}") from error
         self._carry = [float(carry[0]), int(carry[1])]
         self._pending = [float(value) for value in pending]
         self._reported = len(self.tuner.history)
@@ -647,6 +689,17 @@ def _all_finite(model: nn.Module) -> bool:
     """Whether every parameter is finite: one reduction per parameter, one device sync in all."""
     flags = [torch.isfinite(p.detach()).all() for p in model.parameters()]
     return bool(torch.stack(flags).all().item()) if flags else True
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy (or other) integer or real number as Python's int or float; anything else as it is."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 def _value(setting: Any) -> Any:

@@ -568,8 +568,7 @@ def _check_interval(
         return None
     if every_n_steps is None:
         raise ValueError("interval='step' needs every_n_steps=N, the optimizer steps of a round")
-    Round(every_n_steps)  # type: ignore[arg-type]  # raises naming a bad value
-    assert isinstance(every_n_steps, int)
+    every_n_steps = Round(every_n_steps).every_n_steps  # type: ignore[arg-type]  # raises naming a bad value
     if total_epochs is not None:
         raise ValueError(
             "interval='step' takes its budget in optimizer steps or rounds: pass total_steps (an int or "

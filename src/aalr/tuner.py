@@ -37,6 +37,8 @@ def as_loss(value: object, name: str = "loss") -> float:
             )
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be a real number, got a tensor of dtype {value.dtype}")
+        if value.is_meta:  # torch's own error comes from deep inside item()
+            raise ValueError(f"{name} is a tensor on the meta device, which holds no value")
         return float(value.detach().item())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
