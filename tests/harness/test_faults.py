@@ -544,19 +544,21 @@ def test_an_out_whose_name_is_too_long_is_exit_2(tmp_path: Path) -> None:
     assert "is not writable" in err and "File name too long" in err and "--resume" not in err, err
 
 
-def test_a_second_compare_on_the_same_out_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_compare_skips_a_run_that_another_process_is_running_and_records_no_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite, out = tiny_suite(tmp_path / "s.toml"), tmp_path / "o"
-    held = guard.lock_out_dir(out)  # as a running `aalr compare` holds it
+    suite.write_text(suite.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    argv = ["compare", "--suite", str(suite), "--out", str(out), "--no-progress", "--device", "cpu"]
+    held = guard.lock_out_dir(out / "s" / "sgdr" / "seed0")  # as another `aalr compare --only` holds it
     try:
-        code, err = run_cli(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"])
+        assert main(argv) == 0
     finally:
         held.release()
-    assert code == 2, err
-    assert "is in use by another aalr run" in err, err
-    assert list(out.iterdir()) == []
-    code, err = run_cli(["compare", "--suite", str(suite), "--out", str(out), "--no-progress"])
-    assert code == 0, err
-    assert not (out / guard.LOCK).exists()
+    assert "s/sgdr/seed0: running in another aalr process, skipped" in capsys.readouterr().out
+    assert not (out / "failures.jsonl").exists() and is_finished(out / "s" / "sgdr" / "seed1")
+    assert main(argv) == 0  # once it is free, it runs
+    assert is_finished(out / "s" / "sgdr" / "seed0")
 
 
 def test_a_real_summary_is_one(finished: Path) -> None:

@@ -46,6 +46,10 @@ CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")
 
 
 # -- the lock ------------------------------------------------------------------------------------
+class OutDirInUse(RunError):
+    """Another process holds the output directory's lock."""
+
+
 class OutDirLock:
     """An exclusive ``flock`` on ``out/.aalr.lock``; :meth:`release` it (or let the process end)."""
 
@@ -96,7 +100,7 @@ def lock_out_dir(out: Path) -> OutDirLock:
             holder = _holder(fd)
             os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunError(
+                raise OutDirInUse(
                     f"output directory {str(out)!r} is in use by another aalr run ({holder}); wait for "
                     "it to end, or give another --out"
                 ) from None

@@ -526,14 +526,9 @@ def run_suite(
     out_root = Path(out_root)
     selected = _select(suite, only, out_root)
     _refuse_other_settings(suite, selected, out_root)
-    # one suite runner per output folder (each run also locks its own folder): a second one would
-    # race the first from run to run and record each run the first holds as a failure
-    lock = guard.lock_out_dir(out_root)
-    try:
-        _write_order(suite, out_root)
-        return _run_selected(selected, out_root, run_fn, progress)
-    finally:
-        lock.release()
+    out_root.mkdir(parents=True, exist_ok=True)
+    _write_order(suite, out_root)
+    return _run_selected(selected, out_root, run_fn, progress)
 
 
 def _run_selected(
@@ -557,6 +552,10 @@ def _run_selected(
         progress(f"{label}: {'resuming' if config['resume'] else 'starting'}")
         try:
             run_fn(config, run_dir)
+        except guard.OutDirInUse:
+            # another `aalr compare` (e.g. one given another --only) is running it: not a failure
+            progress(f"{label}: running in another aalr process, skipped")
+            continue
         except Exception as error:  # one broken run must not end a suite of hundreds
             message = f"{type(error).__name__}: {error}"
             progress(f"{label}: FAILED ({message}); recorded in {out_root / 'failures.jsonl'}")
