@@ -283,11 +283,11 @@ def test_summarize_robust_accuracies_and_chosen_lr(tmp_path: Path) -> None:
         in text
     )
     assert (
-        "FGSM final (%) | FGSM peak (%) | PGD-10 final (%) | PGD-10 peak (%) | Chosen LR (mean) | Failed |"
-        in text
+        "FGSM final (%) | FGSM peak (%) | PGD-10 final (%) | PGD-10 peak (%) | Chosen LR (mean) "
+        "| Cost (epochs) | Failed |" in text
     )
     assert "| step | 2 | 80.00 ± 0.00 | 80.00 | 82.00 ± 0.00 | 52.00 ± 2.83 | 56.00 ± 1.41 |" in text
-    assert "| 42.00 ± 2.83 | 45.50 ± 0.71 | 0.075 | 0/2 |" in text
+    assert "| 42.00 ± 2.83 | 45.50 ± 0.71 | 0.075 | 12.0 | 0/2 |" in text  # 4 epochs + 2 x 4 (no split given)
     assert "adversarial training with PGD (ε = 8/255, α = 2/255, 7 steps)" in text
 
 
@@ -300,14 +300,14 @@ def test_markdown_has_the_paper_layout_and_marks_failures(results: Path) -> None
     assert text.startswith("# Table 1\n")
     assert "## e1: cifar10 / resnet18, 4 epochs, batch size 128" in text
     assert (
-        "| Method | Seeds | Final acc (%) mean ± std | Worst seed | Peak acc (%) mean ± std | Failed |"
-        in text
+        "| Method | Seeds | Final acc (%) mean ± std | Worst seed | Peak acc (%) mean ± std "
+        "| Cost (epochs) | Failed |" in text
     )
     # Hand-computed: 100 * sqrt(0.0013) = 3.6056, 100 * sqrt(0.0114 / 18) = 2.5166, 100 * 2.72 / 3 = 90.667.
-    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 0/3 |" in text
+    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 4.0 | 0/3 |" in text
     # sgdr finals 0.80, 0.10, 0.84: mean 58.00; deviations 22, -48, 26 points -> std sqrt(3464 / 2) = 41.62.
-    assert "| sgdr | 3 | 58.00 ± 41.62 † | 10.00 † | 59.33 ± 42.77 † | 1/3 |" in text
-    assert "| adam | 1 | 70.00 ± – | 70.00 | 75.00 ± – | 0/1 |" in text
+    assert "| sgdr | 3 | 58.00 ± 41.62 † | 10.00 † | 59.33 ± 42.77 † | 4.0 | 1/3 |" in text
+    assert "| adam | 1 | 70.00 ± – | 70.00 | 75.00 ± – | 4.0 | 0/1 |" in text
     assert "sample standard deviation (ddof=1)" in text
     assert "– where there is only one seed" in text
     assert "paper's Tables 1-4 report peak accuracy" in text
@@ -455,7 +455,7 @@ def test_write_report_writes_tables_and_plots(results: Path, tmp_path: Path) -> 
     path = write_report(results, out)
     assert path == out / "report.md"
     text = path.read_text()
-    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 0/3 |" in text
+    assert "| aalr | 3 | 89.00 ± 3.61 | 85.00 | 90.67 ± 2.52 | 4.0 | 0/3 |" in text
     assert "![e1: learning rate](lr_e1.png)" in text
     for name in ("lr_e1.png", "acc_e1.png", "lr_e2.png", "acc_e2.png"):
         png_width(out / name)
@@ -524,7 +524,7 @@ def test_copies_of_one_run_count_once_and_the_report_says_where_they_are(tmp_pat
     (aalr,) = summarize(rows)
     assert aalr["n"] == 1 and aalr["final_std"] is None  # one seed: no spread, not "± 0.00"
     text = write_report(d, tmp_path / "out").read_text()
-    assert "| aalr | 1 | 90.00 ± – | 90.00 | 91.00 ± – | 0/1 |" in text
+    assert "| aalr | 1 | 90.00 ± – | 90.00 | 91.00 ± – | 4.0 | 0/1 |" in text
     assert "Duplicates skipped (2): runs with the same settings and seed as a run counted" in text
     assert "- `b`: the same as `a`\n- `c`: the same as `a`\n" in text
 
@@ -602,8 +602,8 @@ def test_failed_runs_stay_in_their_row_and_are_listed_with_their_error(results: 
     ]  # fmt: skip
     text = to_markdown(summary)
     assert "| aalr | 3 | 89.00 ± 3.61 |" in text
-    assert "| dog | 0 of 2 (2 crashed) | – | – | – | 0/0 |" in text
-    assert "| adam | 1 of 2 (1 crashed) | 70.00 ± – | 70.00 | 75.00 ± – | 0/1 |" in text
+    assert "| dog | 0 of 2 (2 crashed) | – | – | – | – | 0/0 |" in text
+    assert "| adam | 1 of 2 (1 crashed) | 70.00 ± – | 70.00 | 75.00 ± – | 4.0 | 0/1 |" in text
     assert 'Seeds "n of m (k crashed)": k of the m runs raised and have no result' in text
     assert "## Not counted\n\nRuns that crashed (3): they raised and left no summary.json" in text
     assert "- `e1/adam/seed1`: RuntimeError: value cannot be converted\n" in text
@@ -802,6 +802,45 @@ def test_aalr_report_prints_what_it_left_out_and_exits_0(
         handle.write(b"\xff\n")
     assert main(["report", str(tmp_path / "d"), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "| aalr | 1 | 80.00 ± – | 80.00 | 81.00 ± – | 0/1 |" in printed
+    assert "| aalr | 1 | 80.00 ± – | 80.00 | 81.00 ± – | 4.0 | 0/1 |" in printed
     assert "- `e/aalr/seed0/metrics.jsonl`: not UTF-8 text (byte 0xff on line 5)" in printed
     assert "- `e/aalr/seed0/metrics.jsonl`: not UTF-8 text" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("row", "cost"),
+    [
+        ({"epochs": 30, "epochs_planned": 30}, 30.0),  # one run
+        ({"epochs": 12, "epochs_planned": 30}, 12.0),  # diverged at 12: what it trained
+        ({"epochs": 30, "lr_grid": {"0.1": 0.9, "0.2": 0.8}, "config": {"val_fraction": 0.2}}, 30 + 2 * 24.0),
+        (  # a language model's grid trains on all the training text (its validation part is separate)
+            {
+                "epochs": 20,
+                "train_steps": 800,
+                "steps": 800,
+                "lr_grid": {"1e-3": 2.5, "3e-3": 2.4, "1e-2": 2.6},
+                "final_test_bpb": 2.4,
+                "config": {"val_fraction": 0.1},
+            },
+            800 + 3 * 800.0,
+        ),
+        ({"status": "finished"}, None),
+    ],
+)
+def test_training_cost_counts_the_grids_runs(row: dict, cost: float | None) -> None:
+    assert report.training_cost(row) == cost
+
+
+def test_every_table_gives_the_cost_beside_the_accuracy(tmp_path: Path) -> None:
+    make_run(tmp_path, "m", "aalr-plus", 0, final=0.9, peak=0.9, epochs=10)
+    grid = {"lr_grid": {"0.1": 0.9, "0.2": 0.91}, "chosen_lr": 0.2}
+    make_run(
+        tmp_path, "m", "step", 0, final=0.92, peak=0.92, epochs=10, config={"val_fraction": 0.5}, summary=grid
+    )
+    lines = to_markdown(summarize(collect(tmp_path))).splitlines()
+    header = next(line for line in lines if line.startswith("| Method"))
+    assert header.endswith("| Cost (epochs) | Failed |")
+    assert next(line for line in lines if line.startswith("| aalr-plus")).endswith("| 10.0 | 0/1 |")
+    assert next(line for line in lines if line.startswith("| step")).endswith(
+        "| 20.0 | 0/1 |"
+    )  # 10 + 2 x 10 x 0.5

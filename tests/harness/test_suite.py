@@ -647,7 +647,7 @@ def test_compare_keeps_a_failed_method_in_the_table_and_lists_each_failure(
     report = (tmp_path / "out" / "report.md").read_text()
     for text in (printed, report):
         assert "| aalr | 2 | 50.00 ± 0.00 |" in text
-        assert "| sgdr | 0 of 2 (2 crashed) | – | – | – | 0/0 |" in text
+        assert "| sgdr | 0 of 2 (2 crashed) | – | – | – | – | 0/0 |" in text
         assert text.index("| aalr |") < text.index("| sgdr |")  # the suite's order
         assert "Runs that crashed (2): they raised and left no summary.json" in text
         assert "- `tiny/sgdr/seed0`: RuntimeError: sgdr exploded\n- `tiny/sgdr/seed1`: RuntimeError" in text

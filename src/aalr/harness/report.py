@@ -394,6 +394,26 @@ def _stats(values: Iterable[object], prefix: str, *, lower_is_better: bool = Fal
     }
 
 
+def training_cost(row: dict[str, Any]) -> float | None:
+    """What a run cost to train, in epochs of its whole training set (a step-mode run: in optimizer
+    steps), its grid's runs included: the epochs (steps) it trained, plus, per LR of its grid, a run of
+    the planned epochs on the training data less the validation split (a language model's grid trains
+    on all of it, scored on the text's own validation part; step mode: the planned steps). None when the
+    summary does not say how long the run trained."""
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    grid = row.get("lr_grid") if isinstance(row.get("lr_grid"), dict) else {}
+    steps = _number(row.get("steps"))
+    if _number(row.get("train_steps")) is not None and steps is not None:  # step mode
+        return steps + len(grid) * float(row["train_steps"])
+    epochs = _number(row.get("epochs"))
+    if epochs is None:
+        return None
+    planned = _number(row.get("epochs_planned")) or epochs
+    fraction = _number(config.get("val_fraction"))
+    share = 1.0 if "final_test_bpb" in row or fraction is None else 1.0 - fraction
+    return epochs + len(grid) * planned * share
+
+
 def _first_seen(values: Iterable[Any]) -> list[Any]:
     seen: list[Any] = []
     for value in values:
@@ -572,6 +592,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> Summary:
             for r, run_ways in zip(runs, ways, strict=True)
             if not run_ways or _number(r.get("numerics_unrecorded_epochs"))
         )
+        costs = [c for c in (training_cost(r) for r in runs) if c is not None]
+        entry["cost_mean"] = statistics.fmean(costs) if costs else None
         walls = [v for v in (_number(r.get("wall_seconds")) for r in runs) if v is not None]
         entry["wall_seconds_mean"] = statistics.fmean(walls) if walls else None
         entry["crashes"] = [
@@ -696,7 +718,8 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
             header += ["FGSM final (%)", "FGSM peak (%)", f"{pgd} final (%)", f"{pgd} peak (%)"]
         if grid:
             header.append("Chosen LR (mean)")
-        header.append("Failed")
+        steps_unit = any("train_steps" in e for e in entries)
+        header += ["Cost (steps)" if steps_unit else "Cost (epochs)", "Failed"]
         lines += [_experiment_heading(experiment, entries), ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -733,6 +756,8 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
                 any_grid = True
                 chosen = e.get("chosen_lr_mean")
                 cells.append(DASH if chosen is None else f"{chosen:.3g}")
+            cost = e.get("cost_mean")
+            cells.append(DASH if cost is None else f"{cost:.0f}" if steps_unit else f"{cost:.1f}")
             cells.append(f"{e['failed']}/{e['n']}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -760,6 +785,11 @@ def to_markdown(summary_rows: Sequence[dict[str, Any]], *, title: str | None = N
         )
     if any_grid:
         notes.append("Chosen LR: the grid learning rate picked on the validation split, averaged over seeds.")
+    notes.append(
+        "Cost: what one run of the row cost to train, mean over seeds, in epochs of the whole training set "
+        "(step mode: optimizer steps), its grid's runs included (each on the training data less the "
+        "validation split), so one run and a grid compare at their true price."
+    )
     if any_crashed:
         notes.append(
             'Seeds "n of m (k crashed)": k of the m runs raised and have no result, so they are not in '
