@@ -400,8 +400,9 @@ def training_cost(row: dict[str, Any]) -> float | None:
     the planned epochs on the training data less the validation split (a language model's grid trains
     on all of it, scored on the text's own validation part; step mode: the planned steps). None when the
     summary does not say how long the run trained."""
-    config = row.get("config") if isinstance(row.get("config"), dict) else {}
-    grid = row.get("lr_grid") if isinstance(row.get("lr_grid"), dict) else {}
+    given_config, given_grid = row.get("config"), row.get("lr_grid")
+    config: dict[str, Any] = given_config if isinstance(given_config, dict) else {}
+    grid: dict[str, Any] = given_grid if isinstance(given_grid, dict) else {}
     steps = _number(row.get("steps"))
     if _number(row.get("train_steps")) is not None and steps is not None:  # step mode
         return steps + len(grid) * float(row["train_steps"])
