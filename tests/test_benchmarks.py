@@ -199,3 +199,20 @@ def test_throughput_loops_compute_in_the_numerics_they_are_given(bf16, channels_
     assert ours(model, optimizer, x, y, augment_for("cifar10"), 32, g, bf16, channels_last) == 64
     assert bound(model, optimizer, x, y, 32, bf16, channels_last) == 64
     assert seen == {(torch.bfloat16 if bf16 else torch.float32, channels_last)}
+
+
+def test_spike_runs_the_three_variants_and_refuses_bad_arguments(tmp_path):
+    script = str(BENCHMARKS / "spike.py")
+    out = tmp_path / "runs.json"
+    args = ["--seeds", "0", "--steps", "80", "--spike-steps", "2", "--json", str(out)]
+    printed = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True).stdout
+    runs = json.loads(out.read_text())
+    assert [r["variant"] for r in runs] == ["clean", "rollback", "no-rollback"]
+    assert all(len(r["losses"]) == 80 and 0 < r["tuner_share"] < 1 for r in runs)
+    assert runs[0]["fault"] is None and runs[1]["fault"] == [40, 42]
+    # the same initial weights and batches: every run's losses agree until the fault begins
+    assert runs[0]["losses"][:40] == runs[1]["losses"][:40] == runs[2]["losses"][:40]
+    assert runs[1]["losses"][40] != runs[0]["losses"][40] or runs[1]["losses"][41] != runs[0]["losses"][41]
+    assert "| clean | 0 |" in printed and "tuner share of wall time" in printed
+    bad = subprocess.run([sys.executable, script, "--steps", "50"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "--steps must be a multiple of 40" in bad.stderr
