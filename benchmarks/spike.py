@@ -16,7 +16,7 @@ spike (steps after the fault began, and whether within the round it fell in), an
 run's wall time (the time spent inside ``tuner.observe`` over the whole loop's, measured in the same run: a
 ratio, not a bare time). ``--plot FILE`` draws the training loss of every run (and the fault's steps).
 
-    .venv/bin/python benchmarks/spike.py [--seeds 0,1,2] [--steps 800] [--plot spike.png]
+    .venv/bin/python benchmarks/spike.py [--seeds 0,1,2] [--steps 800] [--plot spike.png] [--snapshot-dir D]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from aalr.harness.loop import evaluate
 from aalr.harness.models import build_model
 from aalr.harness.rundir import git_commit
 from aalr.harness.text import bits_per_byte, load_byte_dataset
+from aalr.snapshot import state_nbytes
 
 ROUND = 40
 BATCH = 32
@@ -68,6 +69,7 @@ def one_run(ds: Any, seed: int, variant: str, args: argparse.Namespace) -> dict[
         every_n_steps=ROUND,
         total_steps=args.steps,
         spike_rollback=variant != "no-rollback",
+        snapshot_dir=args.snapshot_dir,
     )
     losses, acted, tuner_seconds = [], [], 0.0
     began = time.perf_counter()
@@ -105,6 +107,9 @@ def one_run(ds: Any, seed: int, variant: str, args: argparse.Namespace) -> dict[
         "tuner_share": tuner_seconds / wall,
         "losses": losses,
         "fault": [start, end] if variant != "clean" else None,
+        "snapshot_bytes": state_nbytes({"model": model.state_dict(), "optimizer": optimizer.state_dict()}),
+        "model_bytes": state_nbytes(model.state_dict()),
+        "decisions": tuner.policy.epoch,
     }
 
 
@@ -118,6 +123,9 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=30.0)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers (and losses) here")
+    parser.add_argument(
+        "--snapshot-dir", type=Path, default=None, help="the tuner keeps its snapshots as files under it"
+    )
     args = parser.parse_args()
     if args.steps < 2 * ROUND or args.steps % ROUND:
         parser.error(f"--steps must be a multiple of {ROUND} and at least {2 * ROUND}, got {args.steps}")
@@ -151,6 +159,12 @@ def main() -> None:
     shares = [r["tuner_share"] for r in runs]
     median, most = 100 * statistics.median(shares), 100 * max(shares)
     print(f"tuner share of wall time: median {median:.2f}%, max {most:.2f}%")
+    where = f"files under {args.snapshot_dir}" if args.snapshot_dir else "CPU memory (the default)"
+    one, weights = runs[0]["snapshot_bytes"], runs[0]["model_bytes"]
+    print(
+        f"snapshots in {where}: one is {one / 2**20:.2f} MiB ({one / weights:.1f}x the weights: the weights "
+        "and AdamW's two moments)"
+    )
     print(f"code: {git_commit() or 'unknown'}")
     if args.json is not None:
         args.json.write_text(json.dumps(runs))
