@@ -205,7 +205,9 @@ def test_spike_runs_the_three_variants_and_refuses_bad_arguments(tmp_path):
     script = str(BENCHMARKS / "spike.py")
     out = tmp_path / "runs.json"
     args = ["--seeds", "0", "--steps", "80", "--spike-steps", "2", "--json", str(out)]
-    printed = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, check=True
+    ).stdout
     runs = json.loads(out.read_text())
     assert [r["variant"] for r in runs] == ["clean", "rollback", "no-rollback"]
     assert all(len(r["losses"]) == 80 and 0 < r["tuner_share"] < 1 for r in runs)
@@ -214,5 +216,7 @@ def test_spike_runs_the_three_variants_and_refuses_bad_arguments(tmp_path):
     assert runs[0]["losses"][:40] == runs[1]["losses"][:40] == runs[2]["losses"][:40]
     assert runs[1]["losses"][40] != runs[0]["losses"][40] or runs[1]["losses"][41] != runs[0]["losses"][41]
     assert "| clean | 0 |" in printed and "tuner share of wall time" in printed
-    bad = subprocess.run([sys.executable, script, "--steps", "50"], capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, script, "--steps", "50"], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 2 and "--steps must be a multiple of 40" in bad.stderr

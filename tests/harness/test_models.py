@@ -25,11 +25,23 @@ from aalr.harness.models.wrn import WideBlock, WideResNet
 SMALL_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist1d-cnn": (1, 40),
     "fmnist-cnn": (1, 28, 28),
+    "fmnist-bn-cnn": (1, 28, 28),
+    "fmnist-resnet": (1, 28, 28),
     "mlp": (1, 8, 8),
 }
 CIFAR = (3, 32, 32)
 # Models cheap enough on CPU to run many times per test (the WRNs are not).
-CHEAP_IMAGE_MODELS = ["resnet18", "resnet20", "vgg16", "vgg16-bn", "simplenetv1", "fmnist-cnn", "mlp"]
+CHEAP_IMAGE_MODELS = [
+    "resnet18",
+    "resnet20",
+    "vgg16",
+    "vgg16-bn",
+    "simplenetv1",
+    "fmnist-cnn",
+    "fmnist-bn-cnn",
+    "fmnist-resnet",
+    "mlp",
+]
 
 
 def shape_for(name: str) -> tuple[int, ...]:
@@ -58,6 +70,8 @@ def test_registry_names() -> None:
         "simplenetv1",
         "mnist1d-cnn",
         "fmnist-cnn",
+        "fmnist-bn-cnn",
+        "fmnist-resnet",
         "mlp",
         "byte-transformer",
     )
@@ -88,6 +102,20 @@ def test_paper_parameter_count_within_2_percent(name: str) -> None:
         # 784*256+256 + 256*256+256 + 256*10+10.
         ("mlp", (1, 28, 28), {}, 269_322),
         ("mlp", (1, 64), {"hidden": 10}, 64 * 10 + 10 + 10 * 10 + 10 + 10 * 10 + 10),
+        # each LayerNorm adds a weight and a bias per unit; dropout adds nothing.
+        ("mlp", (1, 64), {"hidden": 10, "norm": "layer", "dropout": 0.2}, 650 + 20 + 110 + 20 + 110),
+        # convs 288 + 9,216 + 18,432 + 36,864 (no bias), BN 2 x (32 + 32 + 64 + 64),
+        # Linear(64*7*7, 10) 31,370.
+        ("fmnist-bn-cnn", (1, 28, 28), {}, 96_554),
+        # width 0.5: convs 144 + 2,304 + 4,608 + 9,216, BN 2 x (16 + 16 + 32 + 32),
+        # Linear(32*7*7, 10) 15,690.
+        ("fmnist-bn-cnn", (1, 28, 28), {"width": 0.5}, 32_154),
+        # depth 8 (one block a stage): stem 144 + 32, stage1 2 x 2,304 + 64, stage2 4,608 + 9,216 + 128,
+        # stage3 18,432 + 36,864 + 256, linear 650.
+        ("fmnist-resnet", (1, 28, 28), {}, 75_002),
+        # width 0.5 (8/16/32): stem 72 + 16, stage1 2 x 576 + 32, stage2 1,152 + 2,304 + 64,
+        # stage3 4,608 + 9,216 + 128, linear 330.
+        ("fmnist-resnet", (1, 28, 28), {"width": 0.5}, 19_074),
     ],
 )
 def test_hand_counted_parameters(
@@ -130,6 +158,9 @@ def test_small_model_forward_backward(name: str) -> None:
         ("resnet20", (1, 28, 28)),  # the paper's Fashion-MNIST ResNet-20
         ("resnet18", (1, 28, 28)),
         ("fmnist-cnn", (3, 32, 32)),
+        ("fmnist-bn-cnn", (3, 32, 32)),
+        ("fmnist-resnet", (3, 32, 32)),
+        ("fmnist-resnet", (1, 5, 7)),
         ("vgg16", (3, 64, 32)),
         ("simplenetv1", (3, 16, 16)),
         ("mnist1d-cnn", (2, 17)),
@@ -149,7 +180,9 @@ def test_num_classes_100(name: str) -> None:
         assert model(torch.rand(1, *shape_for(name))).shape == (1, 100)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "simplenetv1", "fmnist-cnn", "mnist1d-cnn", "mlp"])
+@pytest.mark.parametrize(
+    "name", ["resnet20", "simplenetv1", "fmnist-cnn", "fmnist-bn-cnn", "fmnist-resnet", "mnist1d-cnn", "mlp"]
+)
 def test_normalize_is_applied_inside(name: str) -> None:
     shape = shape_for(name)
     channels = shape[0]
@@ -194,7 +227,19 @@ def test_normalize_buffers_follow_the_model() -> None:
     assert not any(p is model.normalize.mean for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["resnet20", "wrn-28-10", "vgg16-bn", "simplenetv1", "fmnist-cnn", "mlp"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet20",
+        "wrn-28-10",
+        "vgg16-bn",
+        "simplenetv1",
+        "fmnist-cnn",
+        "fmnist-bn-cnn",
+        "fmnist-resnet",
+        "mlp",
+    ],
+)
 def test_same_seed_same_weights(name: str) -> None:
     shape = shape_for(name)
 
@@ -255,9 +300,75 @@ def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
 
 def test_model_options() -> None:
     assert model_options("wrn-28-10") == ("dropout",)
-    assert model_options("mlp") == ("hidden",)
+    assert model_options("mlp") == ("hidden", "norm", "dropout")
     assert model_options("fmnist-cnn") == ("width",)
+    assert model_options("fmnist-bn-cnn") == ("width",)
+    assert model_options("fmnist-resnet") == ("depth", "width")
     assert model_options("resnet18") == ()
+
+
+def test_fmnist_bn_cnn_has_batchnorm_after_every_conv() -> None:
+    layers = list(build_model("fmnist-bn-cnn", num_classes=10, input_shape=(1, 28, 28)).net)
+    convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+    assert len(convs) == 4
+    for i in convs:
+        assert layers[i].bias is None  # the BatchNorm's shift takes its place
+        assert (
+            isinstance(layers[i + 1], nn.BatchNorm2d) and layers[i + 1].num_features == layers[i].out_channels
+        )
+        assert isinstance(layers[i + 2], nn.ReLU)
+
+
+def test_fmnist_resnet_at_depth_20_width_1_is_resnet20() -> None:
+    """The CPU-sized family reuses ResNet-20's code: at ResNet-20's size it is the same network."""
+    shape = (1, 28, 28)
+    torch.manual_seed(5)
+    reference = build_model("resnet20", num_classes=10, input_shape=shape).eval()
+    torch.manual_seed(5)
+    same = build_model("fmnist-resnet", num_classes=10, input_shape=shape, depth=20, width=1.0).eval()
+    reference_state, same_state = reference.state_dict(), same.state_dict()
+    assert reference_state.keys() == same_state.keys()
+    assert all(torch.equal(reference_state[k], same_state[k]) for k in reference_state)
+
+
+@pytest.mark.parametrize(("depth", "blocks"), [(8, 1), (14, 2), (20, 3)])
+def test_fmnist_resnet_depth_sets_blocks_per_stage(depth: int, blocks: int) -> None:
+    net = build_model("fmnist-resnet", num_classes=10, input_shape=(1, 28, 28), depth=depth).net
+    assert [len(stage) for stage in net.stages] == [blocks] * 3
+    convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+    assert convs + 1 == depth  # the stem, two convs a block, and the linear layer
+
+
+def test_mlp_defaults_keep_the_plain_layers() -> None:
+    """Runs and checkpoints made before norm and dropout existed load into the default MLP."""
+    model = build_model("mlp", num_classes=10, input_shape=(1, 8, 8))
+    assert [type(layer) for layer in model.net] == [
+        nn.Flatten,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+    ]
+    assert [k for k in model.state_dict() if k.startswith("net.")] == [
+        f"net.{i}.{p}" for i in (1, 3, 5) for p in ("weight", "bias")
+    ]
+
+
+def test_mlp_layer_norm_and_dropout_are_where_documented() -> None:
+    model = build_model("mlp", num_classes=10, input_shape=(1, 8, 8), hidden=16, norm="layer", dropout=0.5)
+    assert [type(layer) for layer in model.net] == [
+        nn.Flatten,
+        *([nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout] * 2),
+        nn.Linear,
+    ]
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(x), model(x))  # dropout draws anew in training
+        model.eval()
+        assert torch.equal(model(x), model(x))
 
 
 @pytest.mark.parametrize(("dropout", "differs"), [(0.0, False), (0.3, True)])
@@ -329,6 +440,13 @@ def test_unknown_dataset_for_default_model() -> None:
         ("vgg16-bn", (3, 40), r"vgg16-bn needs input_shape"),
         ("simplenetv1", (3, 8, 8), r"simplenetv1 needs input_shape .* >= 16"),
         ("fmnist-cnn", (1, 30, 30), r"fmnist-cnn needs input_shape .* divisible by 4, got \(1, 30, 30\)"),
+        (
+            "fmnist-bn-cnn",
+            (1, 30, 30),
+            r"fmnist-bn-cnn needs input_shape .* divisible by 4, got \(1, 30, 30\)",
+        ),
+        ("fmnist-bn-cnn", (1, 40), r"fmnist-bn-cnn needs input_shape \(C, H, W\)"),
+        ("fmnist-resnet", (1, 3, 28), r"fmnist-resnet needs input_shape \(C, H, W\) with H, W >= 4, got"),
         ("mnist1d-cnn", (1, 28, 28), r"mnist1d-cnn needs input_shape \(C, L\)"),
         ("mnist1d-cnn", (1, 2), r"mnist1d-cnn needs input_shape \(C, L\) with L >= 3"),
     ],
@@ -381,6 +499,28 @@ def test_bad_mean_std(mean: object, std: object, error: type[Exception], message
         ("mlp", {"hidden": 0}, r"mlp: hidden must be an int >= 1, got 0"),
         ("mlp", {"hidden": 12.5}, r"mlp: hidden must be an int >= 1"),
         ("mnist1d-cnn", {"channels": 0}, r"mnist1d-cnn: channels must be an int >= 1"),
+        ("mlp", {"norm": "batch"}, r"mlp: norm must be one of 'none', 'layer', got 'batch'"),
+        ("mlp", {"norm": None}, r"mlp: norm must be one of 'none', 'layer', got None"),
+        ("mlp", {"dropout": 1.0}, r"mlp: dropout must be in \[0, 1\), got 1.0"),
+        ("mlp", {"dropout": -0.5}, r"mlp: dropout must be in \[0, 1\), got -0.5"),
+        ("mlp", {"dropout": True}, r"mlp: dropout must be in \[0, 1\), got True"),
+        ("mlp", {"dropout": "0.1"}, r"mlp: dropout must be in \[0, 1\), got '0.1'"),
+        ("fmnist-bn-cnn", {"width": 0}, r"fmnist-bn-cnn: width must be a finite number > 0, got 0"),
+        ("fmnist-bn-cnn", {"width": math.nan}, r"fmnist-bn-cnn: width must be a finite number > 0, got nan"),
+        (
+            "fmnist-bn-cnn",
+            {"depth": 8},
+            r"model 'fmnist-bn-cnn' has no option\(s\) \['depth'\]; its options are: width",
+        ),
+        ("fmnist-resnet", {"width": -1.0}, r"fmnist-resnet: width must be a finite number > 0, got -1.0"),
+        (
+            "fmnist-resnet",
+            {"depth": 10},
+            r"fmnist-resnet: depth must be 6n\+2 for an int n >= 1 \(8, 14, 20, ...\), got 10",
+        ),
+        ("fmnist-resnet", {"depth": 2}, r"fmnist-resnet: depth must be 6n\+2 .*, got 2"),
+        ("fmnist-resnet", {"depth": 8.0}, r"fmnist-resnet: depth must be an int >= 1, got 8.0"),
+        ("fmnist-resnet", {"depth": True}, r"fmnist-resnet: depth must be an int >= 1, got True"),
         ("wrn-28-10", {"dropout": 1.0}, r"wrn-28-10: dropout must be in \[0, 1\), got 1.0"),
         ("wrn-34-10", {"dropout": -0.1}, r"wrn-34-10: dropout must be in \[0, 1\)"),
     ],

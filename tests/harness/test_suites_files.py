@@ -29,6 +29,7 @@ def test_the_documented_suites_exist():
         "table2-cifar100",
         "table3-cifar10-fgsm",
         "table4-pgd",
+        "heldout",
     } <= set(available_suites())
 
 
@@ -38,3 +39,26 @@ def test_quick_runs_every_method():
     from aalr.harness.methods import METHODS, PRACTITIONER_METHODS
 
     assert set(load_suite("quick").methods) == set(METHODS) - set(PRACTITIONER_METHODS)
+
+
+def test_heldout_suite_compares_on_tasks_the_rules_were_not_chosen_on():
+    """Issue 16: other models and seeds than AALR+'s rules were chosen on (mnist1d-cnn and fmnist-cnn,
+    seeds 100-104); every task has the untuned methods and a "-tuned" twin with the two grid anchors."""
+    suite = load_suite("heldout", validate=check)
+    assert {run.seed for run in suite.runs} == {0, 1, 2}
+    assert {run.config["model"] for run in suite.runs} == {"fmnist-bn-cnn", "fmnist-resnet", "mlp"}
+    untuned = {
+        "sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "schedulefree", "prodigy",
+        "aalr-plus", "aalr-plus-adamw",
+    }  # fmt: skip
+    tasks = [name for name in suite.experiments if not name.endswith("-tuned")]
+    assert len(tasks) >= 3 and set(suite.experiments) == set(tasks) | {f"{name}-tuned" for name in tasks}
+    for name in tasks:
+        assert {run.method for run in suite.runs if run.experiment == name} == untuned
+        tuned = [run for run in suite.runs if run.experiment == f"{name}-tuned"]
+        assert {run.method for run in tuned} == {"step", "sgd-cosine"}
+        assert all(len(run.config["lr"]) == 3 and run.config["val_fraction"] == 0.2 for run in tuned)
+        plain = next(run for run in suite.runs if run.experiment == name)
+        # the anchors are tuned on the same task: same data, model, budget
+        for key in ("dataset", "model", "model_options", "train_subset", "epochs", "batch_size"):
+            assert all(run.config.get(key) == plain.config.get(key) for run in tuned), key

@@ -13,7 +13,8 @@ Example:
 
 The paper's CIFAR models are ``resnet18``, ``resnet20``, ``wrn-28-10``, ``wrn-34-10``, ``vgg16``,
 ``vgg16-bn`` and ``simplenetv1`` (each module's docstring says which code it follows and how many
-parameters it has); ``mnist1d-cnn``, ``fmnist-cnn`` and ``mlp`` are small models for CPU work.
+parameters it has); ``mnist1d-cnn``, ``fmnist-cnn``, ``fmnist-bn-cnn``, ``fmnist-resnet`` and ``mlp`` are
+small models for CPU work.
 
 ``byte-transformer`` (:mod:`aalr.harness.models.lm`) is a language model over windows of bytes
 (``input_shape = (T,)``, int64 byte ids, 256 classes): it embeds its inputs, so its ``normalize`` is
@@ -31,9 +32,9 @@ from torch import nn
 
 from aalr.harness.models.common import Normalize, check_mean_std, count_parameters
 from aalr.harness.models.lm import byte_transformer
-from aalr.harness.models.resnet import resnet18, resnet20
+from aalr.harness.models.resnet import fmnist_resnet, resnet18, resnet20
 from aalr.harness.models.simplenet import simplenetv1
-from aalr.harness.models.small import fmnist_cnn, mlp, mnist1d_cnn
+from aalr.harness.models.small import fmnist_bn_cnn, fmnist_cnn, mlp, mnist1d_cnn
 from aalr.harness.models.vgg import vgg16, vgg16_bn
 from aalr.harness.models.wrn import wrn_28_10, wrn_34_10
 
@@ -60,6 +61,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "simplenetv1": simplenetv1,
     "mnist1d-cnn": mnist1d_cnn,
     "fmnist-cnn": fmnist_cnn,
+    "fmnist-bn-cnn": fmnist_bn_cnn,
+    "fmnist-resnet": fmnist_resnet,
     "mlp": mlp,
     "byte-transformer": byte_transformer,
 }

@@ -88,6 +88,32 @@ def image_shape(model_name: str, input_shape: tuple[int, ...], *, min_size: int,
         raise ValueError(f"{model_name} needs input_shape {need}, got {input_shape}")
 
 
+def check_positive_int(model_name: str, option: str, value: object) -> int:
+    """Raise ValueError unless ``value`` is an int >= 1 (bools refused); return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{model_name}: {option} must be an int >= 1, got {value!r}")
+    return value
+
+
+def check_width(model_name: str, value: object) -> float:
+    """Raise ValueError unless ``value`` (a width multiplier) is a finite number > 0; return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(f"{model_name}: width must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_dropout(model_name: str, value: object) -> float:
+    """Raise ValueError unless ``value`` is a number in [0, 1); return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{model_name}: dropout must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels`` times the width multiplier, rounded, at least 1."""
+    return max(1, round(channels * width))
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (buffers such as BN statistics and Normalize excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -15,6 +15,9 @@ Kaiming-normal (fan-in), as in akamaster/pytorch_resnet_cifar10, the common PyTo
 
 Both end in a global average pool (equal to the originals' fixed-size pool at 32x32), so they also
 run on other image sizes, e.g. Fashion-MNIST's 28x28, on which the paper trains ResNet-20.
+
+``fmnist-resnet`` is the same family sized for the CPU: He et al.'s CIFAR ResNet of any depth 6n+2
+(n blocks per stage) with every width scaled by ``width``; ``depth=20, width=1`` is ResNet-20 itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aalr.harness.models.common import image_shape
+from aalr.harness.models.common import check_positive_int, check_width, image_shape, scaled
 
 Shortcut = Literal["A", "B"]
 
@@ -113,7 +116,31 @@ def resnet18(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
 def resnet20(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     """He et al.'s CIFAR ResNet-20 with option A shortcuts and Kaiming-normal initialisation."""
     image_shape("resnet20", input_shape, min_size=4)
-    model = CifarResNet(input_shape[0], num_classes, (16, 32, 64), (3, 3, 3), shortcut="A")
+    return _he_cifar_resnet(input_shape[0], num_classes, (16, 32, 64), blocks=3)
+
+
+def fmnist_resnet(
+    num_classes: int, input_shape: tuple[int, ...], *, depth: int = 8, width: float = 1.0
+) -> nn.Module:
+    """He et al.'s CIFAR ResNet at depth 6n+2 (default 8: one block a stage), widths 16/32/64 x ``width``.
+
+    Sized for Fashion-MNIST on the CPU: at depth 8 and width 1 it has 75,002 parameters for 1x28x28 and
+    10 classes (option A shortcuts, so no projection parameters).
+    """
+    image_shape("fmnist-resnet", input_shape, min_size=4)
+    check_positive_int("fmnist-resnet", "depth", depth)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"fmnist-resnet: depth must be 6n+2 for an int n >= 1 (8, 14, 20, ...), got {depth!r}"
+        )
+    scale = check_width("fmnist-resnet", width)
+    widths = tuple(scaled(c, scale) for c in (16, 32, 64))
+    return _he_cifar_resnet(input_shape[0], num_classes, widths, blocks=(depth - 2) // 6)
+
+
+def _he_cifar_resnet(in_channels: int, num_classes: int, widths: tuple[int, ...], blocks: int) -> CifarResNet:
+    """Option A shortcuts, Kaiming-normal (fan-in) convs and linear layer, as He et al.'s CIFAR ResNets."""
+    model = CifarResNet(in_channels, num_classes, widths, (blocks,) * len(widths), shortcut="A")
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aalr.harness.models.common import image_shape
+from aalr.harness.models.common import check_dropout, image_shape
 
 
 class WideBlock(nn.Module):
@@ -86,19 +86,13 @@ class WideResNet(nn.Module):
         return self.linear(out)
 
 
-def _check_dropout(name: str, dropout: float) -> float:
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
-    return float(dropout)
-
-
 def wrn_28_10(num_classes: int, input_shape: tuple[int, ...], *, dropout: float = 0.3) -> nn.Module:
     """WRN-28-10 with dropout 0.3 between the convs of each block (the Cutout/AALR setting)."""
     image_shape("wrn-28-10", input_shape, min_size=4)
-    return WideResNet(input_shape[0], num_classes, 28, 10, _check_dropout("wrn-28-10", dropout))
+    return WideResNet(input_shape[0], num_classes, 28, 10, check_dropout("wrn-28-10", dropout))
 
 
 def wrn_34_10(num_classes: int, input_shape: tuple[int, ...], *, dropout: float = 0.0) -> nn.Module:
     """WRN-34-10 without dropout, as used for Madry-style adversarial training."""
     image_shape("wrn-34-10", input_shape, min_size=4)
-    return WideResNet(input_shape[0], num_classes, 34, 10, _check_dropout("wrn-34-10", dropout))
+    return WideResNet(input_shape[0], num_classes, 34, 10, check_dropout("wrn-34-10", dropout))
