@@ -220,3 +220,39 @@ def test_spike_runs_the_three_variants_and_refuses_bad_arguments(tmp_path):
         [sys.executable, script, "--steps", "50"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "--steps must be a multiple of 40" in bad.stderr
+
+
+def fake_lm_run(root: Path, experiment: str, method: str, seed: int, bpb: float) -> None:
+    fake_run(root, experiment, method, seed, 0.5)
+    path = root / experiment / method / f"seed{seed}" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "final_test_bpb": bpb}))
+
+
+@pytest.mark.parametrize(
+    ("plus", "tuned", "verdict"),
+    [
+        (
+            [2.40, 2.45],
+            [2.43],
+            "yes",
+        ),  # worst 2.45 <= the best untuned mean 2.50; mean 2.425 within 1 % of 2.43
+        ([2.40, 2.52], [2.43], "no"),  # worst 2.52 above the best untuned mean 2.50
+        ([2.47, 2.48], [2.40], "no"),  # mean 2.475 is 3.1 % above the tuned grid's 2.40
+    ],
+)
+def test_lm_goal_verdict(tmp_path, plus, tuned, verdict):
+    for seed, bpb in enumerate(plus):
+        fake_lm_run(tmp_path, "steps800", "aalr-plus-adamw", seed, bpb)
+    for method, mean in (("adamw-cosine", 2.6), ("wsd", 2.5)):
+        for seed, bpb in enumerate((mean - 0.01, mean + 0.01)):
+            fake_lm_run(tmp_path, "steps800", method, seed, bpb)
+    for seed, bpb in enumerate(tuned):
+        fake_lm_run(tmp_path, "steps800-tuned", "adamw-cosine", seed, bpb)
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "lm_goal.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (row,) = [line for line in out.splitlines() if line.startswith("| steps800 |")]
+    assert row.split("|")[-2].strip().startswith(verdict + ":"), row
