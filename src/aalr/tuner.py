@@ -55,11 +55,9 @@ def _set_group_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
-# The tuner's keyword options besides the budget (integrations pass them through).
-TUNER_OPTIONS = (
-    "rules",
-    "max_lr",
-    "min_lr",
+# The tuner's options that are the policy's settings (AALRConfig's), and all its keyword options
+# besides the budget (integrations pass them through).
+_POLICY_OPTIONS = (
     "phase1_patience",
     "window",
     "rollback",
@@ -68,6 +66,12 @@ TUNER_OPTIONS = (
     "restart_best",
     "phase1_failure",
     "finish",
+)
+TUNER_OPTIONS = (
+    "rules",
+    "max_lr",
+    "min_lr",
+    *_POLICY_OPTIONS,
     "snapshot_dir",
     "sync_distributed",
     "verbose",
@@ -92,18 +96,6 @@ def check_settings(*, total_epochs: int | None = None, **options: Any) -> None:
         _check_bound(options.get(name), name)
     policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}
     AALRConfig.for_rules(options.get("rules", "plus"), total_epochs=total_epochs, **policy_options)
-
-
-_POLICY_OPTIONS = (
-    "phase1_patience",
-    "window",
-    "rollback",
-    "rollback_on",
-    "ceiling",
-    "restart_best",
-    "phase1_failure",
-    "finish",
-)
 
 
 class AALR:
