@@ -49,9 +49,12 @@ def verdict(plus: list[float], untuned: dict[str, list[float]], tuned: list[floa
     margin = statistics.fmean(present[best_untuned]) - worst  # > 0: AALR+'s worst is better
     gap = mean / statistics.fmean(tuned) - 1  # <= 1 %: within
     met = margin >= 0 and gap <= TOLERANCE
+    beats = "beats" if margin >= 0 else "misses"
+    within = "within" if gap <= TOLERANCE else "outside"
+    best_mean = statistics.fmean(present[best_untuned])
     return (
-        f"{'yes' if met else 'no'}: worst {worst:.3f} vs {best_untuned}'s mean ({margin:+.3f} bpb); "
-        f"mean {100 * gap:+.1f} % vs the tuned grid"
+        f"{'yes' if met else 'no'}: worst {worst:.3f} {beats} the best untuned mean ({best_untuned}, "
+        f"{best_mean:.3f}) by {abs(margin):.3f}; mean {100 * gap:+.1f} % vs the tuned grid, {within} 1 %"
     )
 
 
