@@ -1136,6 +1136,10 @@ def write_report(
         ):
             name = f"{prefix}_{_file_part(experiment)}.png"
             plot(rows, out_dir / name, experiment=experiment)
+            if prefix == "acc" and any(
+                "final_test_bpb" in r for r in rows if r.get("experiment") == experiment
+            ):
+                caption = "test bits per byte"
             sections.append(f"![{experiment}: {caption}]({name})")
     aalr_rows = [r for r in rows if r.get("method") == "aalr" and isinstance(r.get("batch_size"), int)]
     for dataset, model in _first_seen((r.get("dataset"), r.get("model")) for r in aalr_rows):
