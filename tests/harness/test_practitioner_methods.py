@@ -408,9 +408,12 @@ def test_aalr_train_runs_two_epochs(tmp_path: Path, name: str, capsys: pytest.Ca
 def test_aalr_train_spike_rollback_option(tmp_path: Path) -> None:
     out = tmp_path / "spike"
     argv = ["train", "--method", "aalr-plus", "--epochs", "2", "--train-subset", "512", "--out", str(out),
-            "--no-progress", "--method-option", "spike_rollback=true"]  # fmt: skip
+            "--no-progress", "--method-option", "spike_rollback=true",
+            "--method-option", "spike_skip=2"]  # fmt: skip
     assert main(argv) == 0
     assert all(r["reason"].startswith("step ") for r in rows(out))  # decided by the step-mode tuner
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method_settings"]["spike_skip"] == 2
 
 
 @pytest.mark.parametrize("name", ["sgd-cosine", "adamw-cosine"])
@@ -464,3 +467,49 @@ def test_interrupted_run_resumes_to_the_same_result(
     full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+@pytest.mark.parametrize("skip", [3, 100])  # 100: the rest of the epoch, and no further
+def test_spike_skip_leaves_out_the_batches_after_a_spike_within_its_epoch(skip: int) -> None:
+    steps = 8
+    model = tiny_model()
+    method = build(
+        "aalr-plus",
+        model,
+        epochs=8,
+        steps=steps,
+        spike_rollback=True,
+        spike_skip=3,
+        initial_loss=initial_loss(model),
+    )
+    trained: list[tuple[int, int]] = []
+    x, y = problem()
+    for epoch in range(8):
+        method.train_mode()
+        for index in range(steps):
+            if method.skip_next_batch():
+                continue
+            spike_at(3, 2, 4)(epoch, index, method)
+            trained.append((epoch, index))
+            method.optimizer.zero_grad()
+            loss = F.cross_entropy(model(x[index * 32 : index * 32 + 32]), y[index * 32 : index * 32 + 32])
+            loss.backward()
+            method.optimizer.step()
+            method.after_batch(loss.item())
+        method.end_epoch(0.0)
+    spikes = [r for r in method.tuner.history if r.get("spike")]  # type: ignore[attr-defined]
+    assert len(spikes) == 1
+    at = spikes[0]["last_step"] - 3 * steps - 1  # the batch (0-based, in epoch 3) that set it off
+    left_out = {(3, i) for i in range(at + 1, min(at + 1 + skip, steps))}
+    assert left_out and not left_out & set(trained)  # the next batches, up to the epoch's end, left out
+    assert (4, 0) in trained  # a skip ends with its epoch
+    assert len(trained) == 8 * steps - len(left_out)
+
+
+def test_spike_skip_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"spike_skip=2 needs spike_rollback=true"):
+        build("aalr-plus", tiny_model(), spike_skip=2)
+    with pytest.raises(ValueError, match=r"spike_skip must be an integer >= 0 .*got -1"):
+        build("aalr-plus", tiny_model(), spike_rollback=True, spike_skip=-1)
+    with pytest.raises(ValueError, match=r"spike_skip must be an integer >= 0 .*got True"):
+        build("aalr-plus", tiny_model(), spike_rollback=True, spike_skip=True)

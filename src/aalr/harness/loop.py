@@ -230,8 +230,12 @@ def train_epochs(
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         samples = 0  # this rank's, this epoch or round
+        skipped = 0  # batches the method left out (spike_skip): drawn, not trained on
         # an epoch: a fresh pass; a round: round_steps batches, across passes
         for index in stream.take(config.round_steps):
+            if method.skip_next_batch():
+                skipped += 1
+                continue
             xb = ds.as_float(ds.x_train[index])
             yb = ds.y_train[index]
             if augment is not None:
@@ -257,7 +261,7 @@ def train_epochs(
             samples += len(index)
             steps_done += 1
         # over all ranks' samples; an epoch's count is its pass's (as the committed results were made)
-        train_loss = distributed.sample_mean(loss_sum, samples if config.step_mode else n_local)
+        train_loss = distributed.sample_mean(loss_sum, samples if config.step_mode or skipped else n_local)
         distributed.sync_buffers(model)
         if config.loss_pass == "full":
             evaluation_weights()
@@ -296,6 +300,8 @@ def train_epochs(
             for key, attack_config in eval_attacks:
                 row[key] = robust_accuracy(model, xr, yr, attack_config, generator=eval_generator)
         method.train_mode()
+        if skipped:
+            row["skipped_batches"] = skipped
         row["seconds"] = time.perf_counter() - epoch_start
         rows.append(row)
         if not math.isfinite(train_loss) and not config.method.startswith("aalr"):

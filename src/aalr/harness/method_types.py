@@ -54,6 +54,10 @@ class Method:
         """Called after each ``optimizer.step()``, with the step's training loss when
         ``wants_step_loss`` (else None)."""
 
+    def skip_next_batch(self) -> bool:
+        """Called before each batch: True leaves it out (drawn from the data, not trained on)."""
+        return False
+
     def end_epoch(self, train_loss: float) -> dict[str, str]:
         """Called once per epoch with its mean training loss; returns ``{"action", "reason"}``."""
         return {"action": "none", "reason": f"LR {self.lr:.6g} (no schedule)"}
@@ -197,14 +201,24 @@ class AALRMethod(Method):
     restores the best checkpoint and halves the LR mid-epoch. ``end_epoch`` then only reports the
     decisions taken during the epoch. After a spike the next round again lasts ``every_n_steps``
     steps, so later rounds end mid-epoch: decisions stay one a round, not one an epoch.
+
+    ``spike_skip`` = N: the training loop owns the data, so here the batches that follow a spike can be
+    left out (as PaLM skipped a few hundred batches after each spike): the next N batches are drawn but
+    not trained on, up to the end of the epoch (or round) the spike fell in, so that every epoch trains
+    at least the batches up to its spike, and a checkpoint (taken at epochs' ends) never holds a skip in
+    progress.
     """
 
-    def __init__(self, name: str, optimizer: Optimizer, settings: dict[str, Any], tuner: Any) -> None:
+    def __init__(
+        self, name: str, optimizer: Optimizer, settings: dict[str, Any], tuner: Any, *, spike_skip: int = 0
+    ) -> None:
         super().__init__(name, optimizer, settings)
         self.tuner = tuner
         self.step_mode = tuner.round is not None
         self.wants_step_loss = self.step_mode
         self.decisions: list[dict[str, Any]] = []  # step mode: taken since the last end_epoch
+        self.spike_skip = spike_skip
+        self.to_skip = 0  # batches still to leave out in this epoch
 
     def after_batch(self, loss: float | None = None) -> None:
         if not self.step_mode:
@@ -214,8 +228,17 @@ class AALRMethod(Method):
         record = self.tuner.observe(loss)
         if record is not None:
             self.decisions.append(record)
+            if record.get("spike"):
+                self.to_skip = self.spike_skip
+
+    def skip_next_batch(self) -> bool:
+        if self.to_skip <= 0:
+            return False
+        self.to_skip -= 1
+        return True
 
     def end_epoch(self, train_loss: float) -> dict[str, str]:
+        self.to_skip = 0  # a skip ends with the epoch (round) its spike fell in
         if not self.step_mode:
             record = self.tuner.step(train_loss)
             return {"action": str(record["action"]), "reason": str(record["reason"])}

@@ -127,7 +127,8 @@ Choices worth knowing:
   (with transformers' absolute 1e-3 floor it could only go up).
 * spike_rollback (AALR methods, off by default): the tuner in step mode with a round of one
   epoch's steps (``every_n_steps`` = ``steps_per_epoch``), fed every step's loss; see
-  :class:`aalr.harness.method_types.AALRMethod`.
+  :class:`aalr.harness.method_types.AALRMethod`. ``spike_skip=N`` (with it) leaves out the N batches
+  that follow a spike, within the epoch (round) it fell in: the harness owns the data order.
 
 The registry: one :class:`MethodSpec` per method in :data:`REGISTRY` (at the end of this module)
 holds its name, its one-line description, its default LR and weight decay, its optimizer family,
@@ -620,9 +621,18 @@ def _build_aalr(job: Build) -> Method:
     # spike_rollback (off by default) puts the tuner in step mode with a round of one epoch's steps
     step_mode = ("every_n_steps", "total_rounds", "total_steps")
     job.check_options(
-        *_constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback", "rules", *step_mode))
+        *_constructor_options(AALR, ("model", "optimizer", "initial_loss", "rollback", "rules", *step_mode)),
+        "spike_skip",
     )
     spike_rollback = check_flag(job.options.pop("spike_rollback", False), "spike_rollback")
+    spike_skip = job.options.pop("spike_skip", 0)
+    # no upper bound: a skip ends with the epoch (round) its spike fell in, which trained up to the spike
+    if isinstance(spike_skip, bool) or not isinstance(spike_skip, int) or spike_skip < 0:
+        raise ValueError(
+            f"spike_skip must be an integer >= 0 (batches left out after a spike), got {spike_skip!r}"
+        )
+    if spike_skip and not spike_rollback:
+        raise ValueError(f"spike_skip={spike_skip} needs spike_rollback=true (it acts after a spike)")
     optimizer, optimizer_settings = job.family_optimizer(_given_lr(job))
     tuner_options = dict(job.options)
     if spike_rollback:
@@ -640,9 +650,9 @@ def _build_aalr(job: Build) -> Method:
     settings = job.settings()
     settings.update(optimizer_settings, schedule="AALR", rollback=tuner.rollback, **_plain(job.options))
     if spike_rollback:
-        settings.update(spike_rollback=True, every_n_steps=job.steps_per_epoch)
+        settings.update(spike_rollback=True, every_n_steps=job.steps_per_epoch, spike_skip=spike_skip)
     settings["initial_loss"] = None if job.initial_loss is None else float(job.initial_loss)
-    return AALRMethod(job.spec.name, optimizer, settings, aalr)
+    return AALRMethod(job.spec.name, optimizer, settings, aalr, spike_skip=spike_skip)
 
 
 def _build_step(job: Build) -> Method:
