@@ -335,8 +335,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("models:   " + ", ".join(MODELS))
     print("suites:   " + ", ".join(available_suites()))
     print("methods:")
+    width = max(map(len, METHODS))
     for name in METHODS:
-        print(f"  {name:14s} {describe(name)}")
+        print(f"  {name:{width}s} {describe(name)}")
     return 0
 
 

@@ -382,6 +382,8 @@ def test_aalr_list_shows_each_with_its_defaults_and_source(capsys: pytest.Captur
         line = next(line for line in out.splitlines() if line.strip().startswith(f"{name} "))
         assert describe(name) in line
         assert any(str(year) in line for year in range(2015, 2026)), name  # a cited source
+    method_lines = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len({line.index(describe(line.split()[0])) for line in method_lines}) == 1  # one column
 
 
 # prodigy is older; it runs here too, on the same budget as the new ones (it has no schedule to fit)
