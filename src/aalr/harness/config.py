@@ -269,6 +269,11 @@ def validate(config: TrainConfig) -> None:
         raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.loss_pass not in ("batches", "full"):
         raise RunError(f"loss_pass must be 'batches' or 'full', got {config.loss_pass!r}")
+    if config.loss_pass == "full" and config.method_args.get("spike_rollback") is True:
+        raise RunError(
+            "loss_pass 'full' and spike_rollback together: with spike_rollback the tuner decides on the "
+            "steps' losses, so the extra pass would be computed and never used; drop one of them"
+        )
     if not isinstance(config.device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", config.device):
         raise RunError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     if str(config.device).startswith("cuda") and not torch.cuda.is_available():
