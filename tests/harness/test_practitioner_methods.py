@@ -518,7 +518,8 @@ def test_spike_skip_is_checked() -> None:
 
 
 def test_spike_rollback_with_a_full_loss_pass_is_refused(tmp_path: Path) -> None:
-    argv = ["train", "--method", "aalr-plus", "--epochs", "2", "--train-subset", "512", "--out", str(tmp_path / "x"),
-            "--no-progress", "--loss-pass", "full", "--method-option", "spike_rollback=true"]  # fmt: skip
+    argv = ["train", "--method", "aalr-plus", "--epochs", "2", "--train-subset", "512",
+            "--out", str(tmp_path / "x"), "--no-progress", "--loss-pass", "full",
+            "--method-option", "spike_rollback=true"]  # fmt: skip
     assert main(argv) == 2
     assert not (tmp_path / "x").exists()
