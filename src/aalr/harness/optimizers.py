@@ -92,10 +92,17 @@ def adam(
 ) -> tuple[Adam, dict[str, Any]]:
     """torch's Adam; pops ``betas`` (default 0.9, 0.999) and ``eps`` (default 1e-8) from ``options``.
     Returns the optimizer and every value it was given, for the method's settings."""
+    return _adam_family(Adam, params, lr, weight_decay, options)
+
+
+def _adam_family(
+    cls: Any, params: list[nn.Parameter], lr: float, weight_decay: float, options: dict[str, Any]
+) -> Any:
+    """``cls`` (Adam or AdamW) with the options of :func:`adam`, and the values it was given."""
     betas, eps = _adam_options(options)
-    optimizer = Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    optimizer = cls(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return optimizer, {
-        "optimizer": "Adam",
+        "optimizer": cls.__name__,
         "lr": lr,
         "betas": list(betas),
         "eps": eps,
@@ -123,15 +130,7 @@ def adamw(
     params: list[nn.Parameter], lr: float, weight_decay: float, options: dict[str, Any]
 ) -> tuple[AdamW, dict[str, Any]]:
     """torch's AdamW (decoupled weight decay); takes the options of :func:`adam`, with its defaults."""
-    betas, eps = _adam_options(options)
-    optimizer = AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return optimizer, {
-        "optimizer": "AdamW",
-        "lr": lr,
-        "betas": list(betas),
-        "eps": eps,
-        "weight_decay": weight_decay,
-    }
+    return _adam_family(AdamW, params, lr, weight_decay, options)
 
 
 # --------------------------------------------------------------------------------------------
