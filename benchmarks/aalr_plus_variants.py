@@ -16,6 +16,8 @@ Variants (all with rollback in phase 2 and the budget finish, as aalr-plus):
 - ``collapse``: ``rollback`` but a phase-2 halving restores only a collapse (``rollback_on="collapse"``).
 - ``ceiling``: ``rollback`` with ``ceiling=True`` (an LR that failed again is retried ever less often).
 - ``collapse-ceiling``: both.
+- ``short4``, ``short10``: ``rollback`` with phase-1 patience tied to the budget (epochs // 4 or // 10,
+  1 to 10), so that a short run leaves phase 1 and explores; ``short4-ceiling``: ``short4`` and ``ceiling``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ FMNIST: dict[str, Any] = {
 }
 MNIST1D: dict[str, Any] = {"dataset": "mnist1d", "model": "mnist1d-cnn"}
 TASKS: dict[str, dict[str, Any]] = {
+    "m15": {**MNIST1D, "epochs": 15},
     "m30": {**MNIST1D, "epochs": 30},
     "m50": {**MNIST1D, "epochs": 50},
     "m60": {**MNIST1D, "epochs": 60},
@@ -51,13 +54,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "collapse": {"phase1_failure": "rollback", "rollback_on": "collapse"},
     "ceiling": {"phase1_failure": "rollback", "ceiling": True},
     "collapse-ceiling": {"phase1_failure": "rollback", "rollback_on": "collapse", "ceiling": True},
+    "short4": {"phase1_failure": "rollback", "phase1_patience": "budget/4"},
+    "short10": {"phase1_failure": "rollback", "phase1_patience": "budget/10"},
+    "short4-ceiling": {"phase1_failure": "rollback", "phase1_patience": "budget/4", "ceiling": True},
 }
 
 
 def options_for(variant: str, epochs: int) -> dict[str, Any]:
     options = dict(VARIANTS[variant])
-    if options.get("phase1_patience") == "budget/10":
-        options["phase1_patience"] = max(1, min(10, epochs // 10))
+    share = options.get("phase1_patience")
+    if isinstance(share, str):  # "budget/N": a patience of epochs // N, 1 to 10
+        options["phase1_patience"] = max(1, min(10, epochs // int(share.removeprefix("budget/"))))
     return options
 
 

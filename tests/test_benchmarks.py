@@ -256,3 +256,76 @@ def test_lm_goal_verdict(tmp_path, plus, tuned, verdict):
     ).stdout
     (row,) = [line for line in out.splitlines() if line.startswith("| steps800 |")]
     assert row.split("|")[-2].strip().startswith(verdict + ":"), row
+
+
+def goal_run(root: Path, experiment: str, method: str, seed: int, acc: float, epochs: int, **summary) -> None:
+    """A finished run of ``epochs`` epochs (``summary`` on top: a grid's chosen_lr and lr_grid)."""
+    fake_run(root, experiment, method, seed, acc)
+    run_dir = root / experiment / method / f"seed{seed}"
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "epochs": epochs, "val_fraction": 0.2}))
+    line = (run_dir / "metrics.jsonl").read_text().strip()
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(line.replace('"epoch": 1', f'"epoch": {e}') + "\n" for e in range(1, epochs + 1))
+    )
+    record = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**record, "epochs": epochs, **summary}))
+
+
+def tuned_goal(root: Path) -> list[dict]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from tuned_goal import judge
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from aalr.harness.report import collect
+
+    return judge(collect(root))
+
+
+@pytest.mark.parametrize(
+    ("plus", "grid", "untuned", "halves"),
+    [
+        ((0.90, 0.90), 0.901, 0.88, (True, True)),  # mean 90.0 >= 90.1 - 0.2; worst 90.0 >= 88.0
+        ((0.90, 0.90), 0.903, 0.88, (False, True)),  # mean 90.0 < 90.3 - 0.2
+        ((0.90, 0.87), 0.88, 0.88, (True, False)),  # worst 87.0 below the untuned mean 88.0
+    ],
+)
+def test_tuned_goal_halves(tmp_path, plus, grid, untuned, halves):
+    for seed, acc in enumerate(plus):
+        goal_run(tmp_path, "t-10", "aalr-plus", seed, acc, 10)
+        goal_run(tmp_path, "t-10", "sgd-cosine", seed, untuned, 10)
+        goal_run(tmp_path, "t-10", "aalr", seed, 0.95, 10)  # an AALR method is not a peer
+        goal_run(
+            tmp_path, "t-10-tuned", "step", seed, grid, 10, chosen_lr=0.1, lr_grid={"0.1": 0.9, "0.2": 0.8}
+        )
+    goal_run(tmp_path, "t-40", "aalr-plus", 0, 0.99, 40)  # cost 40 > the grid's 10 + 2 x 8 = 26
+    (task, _) = tuned_goal(tmp_path)
+    assert task["task"] == "t-10" and (task["grid"][3], task["untuned"][3]) == halves, task
+    assert task["untuned"][0] == "sgd-cosine"
+    # at the grid's cost (26 epochs) the only AALR+ run is the 10-epoch one
+    mean = 100 * sum(plus) / 2
+    assert task["matched"] == [("step", 26.0, "t-10", pytest.approx(mean), mean > 100 * grid)]
+    assert task["verdict"] == "no"  # each case misses one part
+
+
+def test_tuned_goal_compares_a_grid_with_aalr_plus_at_its_cost(tmp_path):
+    for seed in (0, 1):
+        goal_run(tmp_path, "t-10", "aalr-plus", seed, 0.90, 10)
+        goal_run(tmp_path, "t-10", "adam", seed, 0.80, 10)
+        goal_run(
+            tmp_path, "t-10-tuned", "step", seed, 0.90, 10, chosen_lr=0.1, lr_grid={"0.1": 0.9, "0.2": 0.8}
+        )
+        goal_run(tmp_path, "t-20", "aalr-plus", seed, 0.93, 20)  # 20 <= 26: the run at equal cost
+        goal_run(tmp_path, "t-30", "aalr-plus", seed, 0.99, 30)  # 30 > 26: more than the grid cost
+    ten = next(v for v in tuned_goal(tmp_path) if v["task"] == "t-10")
+    assert ten["matched"] == [("step", 26.0, "t-20", pytest.approx(93.0), True)]
+    assert ten["verdict"] == "yes"
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tuned_goal.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| t-10 | 90.00 (90.00), 10 | step 90.00, +0.00 pp ok | adam 80.00, +10.00 pp ok |" in out
+    assert "step (cost 26): t-20 93.00 above | yes |" in out

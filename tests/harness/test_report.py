@@ -23,8 +23,11 @@ from aalr.cli import main
 from aalr.harness import report
 from aalr.harness.report import (
     collect,
+    cost_families,
+    cost_series,
     plot_accuracy,
     plot_batchsize,
+    plot_cost,
     plot_lr_trajectories,
     scaling_guides,
     summarize,
@@ -443,6 +446,46 @@ def test_batchsize_plot_has_a_panel_for_random_erasing(tmp_path: Path) -> None:
         ValueError, match=r"no runs of method 'dog' with a batch size to plot; methods: aalr, step"
     ):
         plot_batchsize(collect(tmp_path / "plain"), tmp_path / "x.png", method="dog")
+
+
+def cost_runs(root: Path) -> None:
+    """A task at 4 epochs (one run; a 2-LR grid in "e-4-tuned") and at 8 epochs, and another model."""
+    for seed, final in enumerate((0.90, 0.80)):
+        make_run(root, "e-4", "aalr", seed, final=final, peak=final)
+        grid = {"chosen_lr": 0.1, "lr_grid": {"0.1": 0.9, "0.2": 0.8}}
+        make_run(root, "e-4-tuned", "step", seed, final=0.95, peak=0.95, summary=grid,
+                 config={"val_fraction": 0.25})  # fmt: skip
+    make_run(root, "e-8", "aalr", 0, final=0.96, peak=0.96, epochs=8)
+    make_run(root, "e-8", "adam", 0, final=0.5, peak=0.5, epochs=8)
+    make_run(root, "wide-4", "aalr", 0, final=0.7, peak=0.7, config={"model": "resnet50"})
+
+
+def test_cost_families_join_the_budgets_of_one_model_and_data(tmp_path: Path) -> None:
+    cost_runs(tmp_path)
+    families = cost_families(collect(tmp_path))  # in the order the runs come (here: of their folders)
+    assert [sorted(f) for f in families] == [["e-4", "e-4-tuned", "e-8"], ["wide-4"]]
+
+
+def test_cost_series_put_a_grid_at_its_runs_cost_and_join_budgets(tmp_path: Path) -> None:
+    cost_runs(tmp_path)
+    summary = summarize(collect(tmp_path))
+    series = cost_series(summary, ["e-4", "e-4-tuned", "e-8"])
+    assert sorted(series) == ["aalr", "adam", "step [-tuned]"]
+    flat = {label: [round(v, 9) for point in points for v in point] for label, points in series.items()}
+    assert flat["aalr"] == [4.0, 85.0, 80.0, 8.0, 96.0, 96.0]  # one line through both budgets
+    assert flat["step [-tuned]"] == [4.0 + 2 * 4 * 0.75, 95.0, 95.0]  # the final run and 2 grid runs
+    assert png_width(plot_cost(summary, tmp_path / "cost.png", experiments=["e-4", "e-4-tuned", "e-8"])) > 100
+    with pytest.raises(ValueError, match=r"no runs with a known cost and result in experiments \['e9'\]"):
+        plot_cost(summary, tmp_path / "x.png", experiments=["e9"])
+
+
+def test_write_report_plots_cost_per_family_of_several_methods(tmp_path: Path) -> None:
+    cost_runs(tmp_path / "runs")
+    text = write_report(tmp_path / "runs", tmp_path / "out").read_text()
+    name = "cost_cifar10_resnet18.png"
+    assert f"![e-4-tuned, e-4, e-8: final result against total training cost]({name})" in text
+    png_width(tmp_path / "out" / name)
+    assert not (tmp_path / "out" / "cost_cifar10_resnet50.png").exists(), "one method alone: no cost plot"
 
 
 # ---------------------------------------------------------------------------------------------

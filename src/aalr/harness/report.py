@@ -1008,6 +1008,122 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: Path | str, *, experimen
         plt.close(fig)
 
 
+# What makes experiments one family in the cost plot: the same data, model and batch size; the budget
+# (epochs or steps) may differ, so one plot shows every budget of a suite's task, its "-tuned" grids
+# (one run and a grid, each at what it cost) and its variants' experiments.
+FAMILY_KEYS = ("dataset", "model", "model_options", "train_subset", "batch_size", "adversarial")
+
+
+def family_of(row: dict[str, Any]) -> str:
+    given = row.get("config")
+    config: dict[str, Any] = given if isinstance(given, dict) else {}
+    family = {key: config.get(key, row.get(key)) for key in FAMILY_KEYS}
+    family["step_mode"] = row.get("train_steps") is not None
+    return json.dumps(family, sort_keys=True, default=str)
+
+
+def cost_families(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """The experiments of ``rows`` grouped into families (same data, model and batch size; any budget),
+    each in order of first appearance, the families in order of their first experiment."""
+    groups: dict[str, list[str]] = {}
+    for experiment in _first_seen(r.get("experiment") for r in rows):
+        first = next(r for r in rows if r.get("experiment") == experiment)
+        groups.setdefault(family_of(first), []).append(str(experiment))
+    return list(groups.values())
+
+
+def _role(experiment: str) -> str:
+    # an experiment's part that is not its budget: "fmnist-8-tuned" -> "fmnist-#-tuned"
+    return re.sub(r"\d+", "#", experiment)
+
+
+CostSeries = dict[str, list[tuple[float, float, float | None]]]
+
+
+def cost_series(summary_rows: Sequence[dict[str, Any]], experiments: Sequence[str]) -> CostSeries:
+    """Per method of a family's ``experiments`` (one line in the cost plot): its points ``(mean total
+    training cost, mean final result, worst seed's result)``, one per budget, by cost; results in the
+    table's units (accuracy in %, a language model's bits per byte). A method's line runs through the
+    experiments that differ only in their budget ("fmnist-8", "fmnist-16"); another experiment's runs of
+    it are another line, named with the experiment's part that is not its budget ("aalr-plus
+    [-linear]", "step [-tuned]"). Methods whose cost or result is not known are left out."""
+    chosen = [x for x in experiments if any(e.get("experiment") == x for e in summary_rows)]
+    roles = [_role(x) for x in chosen]
+    base = min(roles, key=len) if roles else ""
+    series: CostSeries = {}
+    for entry in summary_rows:
+        if entry.get("experiment") not in chosen or not entry.get("cost_mean"):
+            continue
+        bpb = entry.get("bpb_final_mean") is not None
+        scale, key = (1.0, "bpb_final") if bpb else (100.0, "final")
+        mean, worst = _number(entry.get(f"{key}_mean")), _number(entry.get(f"{key}_worst"))
+        if mean is None:
+            continue
+        role = _role(str(entry["experiment"]))
+        part = role[len(base) :] if role.startswith(base) else role
+        label = str(entry["method"]) + (f" ({', '.join(entry['settings'])})" if entry.get("settings") else "")
+        label += f" [{part}]" if part else ""
+        point = (float(entry["cost_mean"]), scale * mean, None if worst is None else scale * worst)
+        series.setdefault(label, []).append(point)
+    return {label: sorted(points) for label, points in series.items()}
+
+
+def plot_cost(
+    summary_rows: Sequence[dict[str, Any]], path: Path | str, *, experiments: Sequence[str]
+) -> Path:
+    """Final test accuracy (a language model: bits per byte) against total training cost for one family
+    of experiments (:func:`cost_families`): a line per method through its budgets (:func:`cost_series`),
+    a marker at each mean over seeds and a thin line down to the worst seed. The cost is
+    :func:`training_cost`'s, grid runs included, so one run and a grid meet at what they cost: a point
+    left of another reached its result for less. Log cost axis."""
+    series = cost_series(summary_rows, experiments)
+    if not series:
+        raise ValueError(f"no runs with a known cost and result in experiments {list(experiments)}")
+    entries = [e for e in summary_rows if e.get("experiment") in experiments]
+    bpb = any(e.get("bpb_final_mean") is not None for e in entries)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    try:
+        for index, (label, points) in enumerate(series.items()):
+            look = _style(index, label)
+            costs, means = [p[0] for p in points], [p[1] for p in points]
+            ax.plot(
+                costs, means, marker="o", markersize=6 if label.startswith("aalr") else 4, label=label, **look
+            )
+            for cost, mean, worst in points:
+                if worst is not None:
+                    ax.plot([cost, cost], [mean, worst], color=look["color"], linewidth=0.8)
+        # the axis shows the contest, not a diverged method: up to 15 pp below the best mean (a language
+        # model: 25 % above the best bits per byte); what lies beyond runs off the edge, named in the legend
+        values = [
+            v
+            for points in series.values()
+            for _, mean, worst in points
+            for v in (mean, worst)
+            if v is not None
+        ]
+        best = min(values) if bpb else max(values)
+        if bpb:
+            ax.set_ylim(min(values) - 0.02 * best, min(max(values), 1.25 * best) + 0.02 * best)
+        else:
+            ax.set_ylim(max(min(values), best - 15.0) - 0.5, best + 0.5)
+        unit = "steps" if any(e.get("train_steps") is not None for e in entries) else "epochs"
+        ax.set_xscale("log")
+        ax.set_xlabel(f"total training cost ({unit}, grid runs included; log scale)")
+        what = "final test bits per byte" if bpb else "final test accuracy (%)"
+        ax.set_ylabel(f"{what}: mean, thin line to the worst seed")
+        first = next(e for e in entries)
+        ax.set_title(
+            f"{what.split(' (')[0].capitalize()} against training cost: {first.get('dataset')} / "
+            f"{first.get('model')}"
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def scaling_guides(lr_b0: float, b0: int, batch_sizes: Iterable[int]) -> dict[int, tuple[float, float]]:
     """Batch size -> (square-root rule LR, linear rule LR), both anchored at ``lr_b0`` for batch ``b0``.
 
@@ -1114,7 +1230,8 @@ def write_report(
 ) -> Path:
     """Writes report.md, results.csv and the PNG plots for the runs under ``root`` into ``out``.
 
-    Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` per experiment, and
+    Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` per experiment, ``cost_<dataset>_<model>.png``
+    per family of experiments (data, model and batch size shared, any budget: :func:`plot_cost`), and
     ``batchsize_<dataset>_<model>.png`` where AALR ran at several batch sizes on one dataset/model.
     report.md ends with what the runs left out (failed runs, files that could not be used,
     duplicates) when there is any. Returns the path of report.md.
@@ -1141,6 +1258,19 @@ def write_report(
             ):
                 caption = "test bits per byte"
             sections.append(f"![{experiment}: {caption}]({name})")
+    cost_names: set[str] = set()
+    for experiments in cost_families(rows):
+        if len(cost_series(summary, experiments)) > 1:  # one method alone is compared with nothing
+            first = next(r for r in rows if r.get("experiment") == experiments[0])
+            stem = f"cost_{_file_part(first.get('dataset'))}_{_file_part(first.get('model'))}"
+            name = stem  # two families of one data set and model (other options): -2, -3, ...
+            while name in cost_names:
+                name = f"{stem}-{len([n for n in cost_names if n.startswith(stem)]) + 1}"
+            cost_names.add(name)
+            plot_cost(summary, out_dir / f"{name}.png", experiments=experiments)
+            sections.append(
+                f"![{', '.join(experiments)}: final result against total training cost]({name}.png)"
+            )
     aalr_rows = [r for r in rows if r.get("method") == "aalr" and isinstance(r.get("batch_size"), int)]
     for dataset, model in _first_seen((r.get("dataset"), r.get("model")) for r in aalr_rows):
         group = [r for r in aalr_rows if (r.get("dataset"), r.get("model")) == (dataset, model)]
