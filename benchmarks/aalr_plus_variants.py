@@ -1,23 +1,26 @@
 """AALR+ rule variants side by side: how the default of ``aalr-plus`` was chosen.
 
 Runs the harness's ``aalr-plus`` with each variant's tuner options (``--method-option`` in the CLI) on
-MNIST-1D (30, 60 epochs) and Fashion-MNIST (fmnist-cnn at width 0.5, 5000 images; 8, 16, 32 epochs),
+MNIST-1D (15, 30, 50, 60 epochs) and Fashion-MNIST (fmnist-cnn at width 0.5, 5000 images; 8, 16, 32 epochs),
 on seeds that the ``budget`` suite does not use (100-104 by default), and prints final test accuracy
 (%) as "mean (worst seed)" per variant and task. Runs go under ``--out`` and are skipped when finished,
 so an interrupted comparison continues.
 
     .venv/bin/python benchmarks/aalr_plus_variants.py [--out runs/aalr-plus-variants] [--tasks m30,m60]
 
-Variants (all with rollback in phase 2 and the budget finish, as aalr-plus):
-- ``rollback``: a phase-1 failure restores the last stable epoch, halves, goes to phase 2 (the default).
-- ``restart``: the paper's phase 1 (a failure restarts from the initial weights): aalr-plus before.
+Variants (all with rollback in phase 2; each names its finish, so a run keeps its meaning when the
+default changes):
+- ``cosine``: AALR+ as it is (a phase-1 failure restores the last stable epoch, halves, goes to phase 2;
+  the cosine finish from half the budget).
+- ``steps``: the same with the ``steps`` finish (x0.1 at 75 % and 90 %): AALR+ before the cosine finish.
+- ``restart``: ``steps`` with the paper's phase 1 (a failure restarts from the initial weights).
 - ``restart-short``: the same with phase-1 patience scaled to the budget (epochs // 10, 1 to 10).
 - ``restart-short-linear``: the same with the ``linear`` finish.
-- ``collapse``: ``rollback`` but a phase-2 halving restores only a collapse (``rollback_on="collapse"``).
-- ``ceiling``: ``rollback`` with ``ceiling=True`` (an LR that failed again is retried ever less often).
+- ``collapse``: ``steps`` but a phase-2 halving restores only a collapse (``rollback_on="collapse"``).
+- ``ceiling``: ``steps`` with ``ceiling=True`` (an LR that failed again is retried ever less often).
 - ``collapse-ceiling``: both.
-- ``short4``, ``short10``: ``rollback`` with phase-1 patience tied to the budget (epochs // 4 or // 10,
-  1 to 10), so that a short run leaves phase 1 and explores; ``short4-ceiling``: ``short4`` and ``ceiling``.
+- ``short4``, ``short10``: ``steps`` with phase-1 patience tied to the budget (epochs // 4 or // 10, 1 to
+  10), so that a short run leaves phase 1 and explores; ``short4-ceiling``: ``short4`` and ``ceiling``.
 """
 
 from __future__ import annotations
@@ -46,17 +49,19 @@ TASKS: dict[str, dict[str, Any]] = {
     "f16": {**FMNIST, "epochs": 16},
     "f32": {**FMNIST, "epochs": 32},
 }
+STEPS = {"phase1_failure": "rollback", "finish": "steps"}  # AALR+ before the cosine finish
 VARIANTS: dict[str, dict[str, Any]] = {
-    "rollback": {"phase1_failure": "rollback"},
-    "restart": {"phase1_failure": "restart"},
-    "restart-short": {"phase1_failure": "restart", "phase1_patience": "budget/10"},
+    "cosine": {"phase1_failure": "rollback", "finish": "cosine"},  # AALR+ (the default)
+    "steps": STEPS,
+    "restart": {**STEPS, "phase1_failure": "restart"},
+    "restart-short": {**STEPS, "phase1_failure": "restart", "phase1_patience": "budget/10"},
     "restart-short-linear": {"phase1_failure": "restart", "phase1_patience": "budget/10", "finish": "linear"},
-    "collapse": {"phase1_failure": "rollback", "rollback_on": "collapse"},
-    "ceiling": {"phase1_failure": "rollback", "ceiling": True},
-    "collapse-ceiling": {"phase1_failure": "rollback", "rollback_on": "collapse", "ceiling": True},
-    "short4": {"phase1_failure": "rollback", "phase1_patience": "budget/4"},
-    "short10": {"phase1_failure": "rollback", "phase1_patience": "budget/10"},
-    "short4-ceiling": {"phase1_failure": "rollback", "phase1_patience": "budget/4", "ceiling": True},
+    "collapse": {**STEPS, "rollback_on": "collapse"},
+    "ceiling": {**STEPS, "ceiling": True},
+    "collapse-ceiling": {**STEPS, "rollback_on": "collapse", "ceiling": True},
+    "short4": {**STEPS, "phase1_patience": "budget/4"},
+    "short10": {**STEPS, "phase1_patience": "budget/10"},
+    "short4-ceiling": {**STEPS, "phase1_patience": "budget/4", "ceiling": True},
 }
 
 
@@ -73,8 +78,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/aalr-plus-variants")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {list(TASKS)}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
+    parser.add_argument(
+        "--tasks", default="m15,m30,m60,f8,f16,f32", help=f"comma-separated, of {list(TASKS)}"
+    )
+    parser.add_argument("--variants", default="cosine,steps", help=f"of {list(VARIANTS)}")
     parser.add_argument("--seeds", default="100,101,102,103,104")
     args = parser.parse_args()
     tasks, variants = args.tasks.split(","), args.variants.split(",")

@@ -145,20 +145,13 @@ def markdown(verdicts: Sequence[dict[str, Any]]) -> str:
         lower = v["lower"]
         unit = " bpb" if lower else " pp"
         cells = [f"{_number(mean, lower)} ({_number(worst, lower)}), {cost:g}"]
-        if "grid" in v:
-            method, grid_mean, gap, met = v["grid"]
-            cells.append(
-                f"{method} {_number(grid_mean, lower)}, {gap:+.2f}{unit} {'ok' if met else 'MISSED'}"
-            )
-        else:
-            cells.append("no grid")
-        if "untuned" in v:
-            method, best_mean, margin, met = v["untuned"]
-            cells.append(
-                f"{method} {_number(best_mean, lower)}, {margin:+.2f}{unit} {'ok' if met else 'MISSED'}"
-            )
-        else:
-            cells.append("no untuned method")
+        for key, missing in (("grid", "no grid"), ("untuned", "no untuned method")):
+            if key in v:
+                method, other, margin, met = v[key]
+                verdict = "ok" if met else "MISSED"
+                cells.append(f"{method} {_number(other, lower)}, {margin:+.2f}{unit} {verdict}")
+            else:
+                cells.append(missing)
         parts = []
         for method, cost_grid, experiment, plus_mean, met in v.get("matched", []):
             if experiment is None:
@@ -173,14 +166,46 @@ def markdown(verdicts: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def headline(verdicts: Sequence[dict[str, Any]], names: dict[str, str] | None = None) -> str:
+    """The README's compact table: per task AALR+ (one run), the best untuned peer, the best grid at its
+    cost, and AALR+ given the grid's cost."""
+    lines = [
+        "| task | AALR+, one run | best untuned peer | best of a tuned grid (its cost) "
+        "| AALR+ at the grid's cost |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for v in verdicts:
+        if v["plus"] is None:
+            continue
+        mean, worst, cost = v["plus"]
+        lower = v["lower"]
+        task = (names or {}).get(v["task"], v["task"])
+        peer = f"{_number(v['untuned'][1], lower)} ({v['untuned'][0]})" if "untuned" in v else "–"
+        grid = "–"
+        matched = "–"
+        if "grid" in v:
+            method, grid_mean = v["grid"][0], v["grid"][1]
+            grid_cost = next(m[1] for m in v["matched"] if m[0] == method)
+            grid = f"{_number(grid_mean, lower)} ({method}, {grid_cost / cost:.1f}x)"
+            at = next(m for m in v["matched"] if m[0] == method)
+            if at[2] is not None:
+                matched = f"{_number(at[3], lower)}" + ("" if at[2] != v["task"] else " (same run)")
+        lines.append(
+            f"| {task} | {_number(mean, lower)} ({_number(worst, lower)}) | {peer} | {grid} | {matched} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("root", type=Path, help="a suite's results folder, e.g. results/heldout")
     parser.add_argument("--method", help="the AALR+ method (default: aalr-plus, else aalr-plus-adamw)")
+    parser.add_argument("--headline", action="store_true", help="the README's compact table instead")
     args = parser.parse_args()
-    print(markdown(judge(collect(args.root), args.method)))
+    verdicts = judge(collect(args.root), args.method)
+    print(headline(verdicts) if args.headline else markdown(verdicts))
 
 
 if __name__ == "__main__":

@@ -70,21 +70,22 @@ def test_aalr_plus_variants_runs_and_refuses_unknown_names(tmp_path):
     script = str(BENCHMARKS / "aalr_plus_variants.py")
     args = ["--out", str(tmp_path), "--tasks", "m30", "--seeds", "0"]
     out = subprocess.run(
-        [sys.executable, script, *args, "--variants", "rollback,restart-short"],
+        [sys.executable, script, *args, "--variants", "steps,restart-short"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    rows = [line for line in out.splitlines() if line.startswith(("| rollback", "| restart"))]
+    rows = [line for line in out.splitlines() if line.startswith(("| steps", "| restart"))]
     assert len(rows) == 2
     made = [line for line in out.splitlines() if line.startswith("runs made at commit(s): ")]
     assert len(made) == 1 and made[0].endswith("(2 runs)")  # one commit made both runs
     config = json.loads((tmp_path / "restart-short" / "m30" / "seed0" / "config.json").read_text())
-    assert config["method_args"] == {"phase1_failure": "restart", "phase1_patience": 3}  # 30 epochs // 10
+    # 30 epochs // 10; the finish named, so the run keeps its meaning if the default changes
+    assert config["method_args"] == {"phase1_failure": "restart", "phase1_patience": 3, "finish": "steps"}
     bad = subprocess.run(
-        [sys.executable, script, *args, "--variants", "cosine"], capture_output=True, text=True, check=False
+        [sys.executable, script, *args, "--variants", "sine"], capture_output=True, text=True, check=False
     )
-    assert bad.returncode == 2 and "unknown variant(s) ['cosine']" in bad.stderr
+    assert bad.returncode == 2 and "unknown variant(s) ['sine']" in bad.stderr
 
 
 def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):

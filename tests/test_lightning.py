@@ -312,10 +312,10 @@ def test_aalr_plus_takes_the_budget_from_max_epochs():
     fit(Tiny(lr=1.0), [callback], epochs=8)
     tuner = callback.tuner
     assert tuner.config.total_epochs == 8 and tuner.config.phase1_failure == "rollback"
-    assert tuner.policy.finish_epoch == 6  # ceil(0.75 * 8)
+    assert tuner.policy.finish_epoch == 4  # the cosine finish: half of 8
     lrs = [record["lr"] for record in tuner.history]
-    assert lrs[-1] < lrs[5]  # the finish lowered the LR
-    assert "AALR+ finish" in tuner.history[5]["reason"]
+    assert lrs[-1] < lrs[3]  # the finish lowered the LR
+    assert "AALR+ finish" in tuner.history[3]["reason"]
 
 
 def test_total_epochs_max_epochs_needs_a_finite_budget():
@@ -939,7 +939,7 @@ def test_step_mode_budget_in_optimizer_steps_or_rounds(options, rounds):
     callback = step_callback(every_n_steps=3, phase1_failure="rollback", **options)
     fit(StepTiny(lr=1.0, metric=None), [callback], epochs=-1, max_steps=24)
     tuner = callback.tuner
-    assert tuner.config.total_epochs == rounds and tuner.policy.finish_epoch == math.ceil(0.75 * rounds)
+    assert tuner.config.total_epochs == rounds and tuner.policy.finish_epoch == math.ceil(0.5 * rounds)
     finish = tuner.history[tuner.policy.finish_epoch - 1]
     assert "AALR+ finish" in finish["reason"]
 

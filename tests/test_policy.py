@@ -453,7 +453,7 @@ def test_finish_state_round_trip_mid_finish():
     [
         ({"total_epochs": 0}, r"total_epochs must be None or an integer >= 1, got 0"),
         ({"total_epochs": 2.5}, r"total_epochs must be None or an integer >= 1, got 2.5"),
-        ({"finish": "cosine"}, r"finish must be one of \('steps', 'linear', 'none'\), got 'cosine'"),
+        ({"finish": "sine"}, r"finish must be one of \('steps', 'linear', 'cosine', 'none'\), got 'sine'"),
         ({"phase1_failure": "best"}, r"phase1_failure must be one of \('restart', 'rollback'\), got 'best'"),
     ],
 )
@@ -466,7 +466,7 @@ def test_finish_config_errors(kwargs, match):
 @given(
     losses=st.lists(loss_values, max_size=60),
     total=st.integers(min_value=1, max_value=60),
-    finish=st.sampled_from(["steps", "linear"]),
+    finish=st.sampled_from(["steps", "linear", "cosine"]),
     phase1_failure=st.sampled_from(["restart", "rollback"]),
 )
 def test_finish_never_raises_the_lr_and_scale_decreases(losses, total, finish, phase1_failure):
@@ -593,3 +593,94 @@ def test_the_new_rules_refuse_bad_values():
         AALRConfig(rollback_on="spike")
     with pytest.raises(TypeError, match="ceiling must be True or False"):
         AALRConfig(ceiling=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("total", "share", "patience", "expected"),
+    [
+        (8, 0.25, 10, 2),
+        (15, 0.25, 10, 3),
+        (30, 0.25, 10, 7),
+        (60, 0.25, 10, 10),  # capped by the patience
+        (3, 0.25, 10, 1),  # at least one stable epoch
+        (10, 0.3, 10, 3),  # 10 * 0.3 is 2.9999999999999996 in floats
+        (None, 0.25, 10, 10),  # no budget: the patience
+        (8, None, 10, 10),  # no share: the patience
+        (40, 0.5, 4, 4),
+    ],
+)
+def test_phase1_share_ties_phase1_to_the_budget(total, share, patience, expected):
+    config = AALRConfig(total_epochs=total, phase1_share=share, phase1_patience=patience)
+    assert config.phase1_epochs == expected
+
+
+def test_phase1_share_ends_phase1_early_by_hand():
+    # budget 8, a quarter: 2 stable epochs end phase 1; then phase 2's first window at 2x
+    decisions, policy = run(
+        [2.2, 2.1, 2.0, 1.9], total_epochs=8, phase1_share=0.25, phase1_failure="rollback"
+    )
+    assert decisions == [(0, "save_best"), (1, "save_best"), (1, "none"), (2, "save_best")]
+    assert policy.phase == 2
+    first = AALRPolicy(initial_loss=2.3, config=AALRConfig(total_epochs=8, phase1_share=0.25))
+    assert first.step(2.2).reason == "phase 1: stable epoch 1/2"
+    assert first.step(2.1).reason.startswith("phase 1 done after 2 stable epochs")
+
+
+def test_phase1_share_moves_the_linear_finish_in_phase1():
+    # budget 10, phase 1 of 10 epochs: the linear finish starts at once (see the test above it); with a
+    # share of 0.5, phase 1 needs 5 epochs, which end before the budget: no finish yet
+    losses = [2.2, 2.1]
+    _, plain = run(losses, total_epochs=10, finish="linear", phase1_failure="rollback")
+    _, shared = run(losses, total_epochs=10, finish="linear", phase1_failure="rollback", phase1_share=0.5)
+    assert plain.finish_epoch == 1 and shared.finish_epoch is None
+
+
+@pytest.mark.parametrize(
+    ("share", "error", "match"),
+    [
+        (0.0, ValueError, r"phase1_share must be None or in \(0, 1\], got 0.0"),
+        (1.5, ValueError, r"phase1_share must be None or in \(0, 1\], got 1.5"),
+        (NAN, ValueError, r"phase1_share must be None or in \(0, 1\], got nan"),
+        ("0.25", TypeError, r"phase1_share must be None or a number in \(0, 1\], got '0.25'"),
+        (True, TypeError, r"phase1_share must be None or a number"),
+    ],
+)
+def test_phase1_share_refuses_bad_values(share, error, match):
+    with pytest.raises(error, match=match):
+        AALRConfig(phase1_share=share)
+
+
+def test_finish_cosine_by_hand():
+    # budget 8: the finish starts at epoch 4 (half); the 4 epochs left follow a cosine to zero
+    config = AALRConfig(total_epochs=8, finish="cosine", phase1_failure="rollback", rollback=True)
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    decisions = [policy.step(x) for x in [2.2, 2.1, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5]]
+    assert policy.finish_epoch == 4
+    assert [round(d.lr_scale, 4) for d in decisions] == [1.0, 1.0, 1.0, 0.9045, 0.6545, 0.3455, 0.0955, 0.0]
+    assert decisions[3].reason == "AALR+ finish (cosine) at epoch 4/8: this epoch improved; checkpoint"
+
+
+def test_finish_cosine_decays_from_the_lr_that_trained_the_restored_checkpoint():
+    # patience 1: epoch 1 ends phase 1 and doubles (k=1); the window at k=1 misses; the finish (epoch 4)
+    # restores the epoch-1 checkpoint, trained at k=0: the decay starts there, not at the doubled LR
+    config = AALRConfig(total_epochs=8, finish="cosine", phase1_patience=1, rollback=True)
+    policy = AALRPolicy(initial_loss=2.3, config=config)
+    decisions = [policy.step(x) for x in [2.2, 2.5, 2.5, 2.5]]
+    assert [(d.action, d.lr_exponent) for d in decisions] == [
+        ("save_best", 1), ("none", 1), ("none", 1), ("restore_best", 0),
+    ]  # fmt: skip
+    assert policy.best_exponent == 0 and decisions[-1].lr_scale == pytest.approx(0.9045, abs=1e-4)
+    steps = AALRPolicy(initial_loss=2.3, config=AALRConfig(total_epochs=4, phase1_patience=1, rollback=True))
+    assert [steps.step(x).lr_exponent for x in [2.2, 2.5, 2.5]][-1] == 1  # "steps" keeps its exponent
+
+
+def test_best_exponent_round_trips_and_old_states_load_without_it():
+    policy = AALRPolicy(initial_loss=2.3, config=AALRConfig(phase1_failure="rollback"))
+    policy.step(2.2)
+    state = policy.state_dict()
+    assert state["best_exponent"] == 0
+    other = AALRPolicy(initial_loss=2.3)
+    other.load_state_dict({k: v for k, v in state.items() if k != "best_exponent"})
+    assert other.best_exponent is None
+    with pytest.raises(ValueError, match=r"best_exponent must be None or an int, got 0.5"):
+        other.load_state_dict({**state, "best_exponent": 0.5})

@@ -42,7 +42,7 @@ def _policy_config(config: dict[str, Any]) -> AALRConfig:
     tuner = REGISTRY[config["method"]].tuner
     assert tuner is not None
     options = {**tuner.keywords(config["epochs"]), **options, "rollback": tuner.rollback}
-    return AALRConfig(**options)
+    return AALRConfig.for_rules(tuner.rules, **options)
 
 
 def replay(run: Path) -> str | None:

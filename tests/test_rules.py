@@ -34,11 +34,11 @@ def model_and_sgd(lr: float = 0.1) -> tuple[nn.Module, torch.optim.Optimizer]:
 def test_the_default_is_aalr_plus_as_the_harness_runs_it():
     model, optimizer = model_and_sgd()
     assert rules_of(AALR(model, optimizer, initial_loss=2.0).config) == AALRConfig(
-        rollback=True, phase1_failure="rollback", finish="steps"
+        rollback=True, phase1_failure="rollback", finish="cosine"
     )
     model, optimizer = model_and_sgd()
     assert rules_of(AALR(model, optimizer, initial_loss=2.0, total_epochs=30).config) == AALRConfig(
-        rollback=True, phase1_failure="rollback", finish="steps", total_epochs=30
+        rollback=True, phase1_failure="rollback", finish="cosine", total_epochs=30
     )
 
 

@@ -131,8 +131,9 @@ class AALRTrainerCallback(TrainerCallback, ExportableState):
             order, ``report_to`` integrations first: to have one record these, pass
             ``report_to="none"`` and list it after this callback (``callbacks=[AALRTrainerCallback(),
             TensorBoardCallback()]``). The progress bar and printer come after it. Default True.
-        tuner_options: ``rules``, ``max_lr``, ``min_lr``, ``phase1_patience``, ``window``,
-            ``rollback``, ``restart_best``, ``phase1_failure``, ``finish``, ``snapshot_dir``,
+        tuner_options: ``rules``, ``max_lr``, ``min_lr``, ``phase1_patience``, ``phase1_share``,
+            ``window``, ``rollback``, ``rollback_on``, ``ceiling``, ``restart_best``, ``phase1_failure``,
+            ``finish``, ``snapshot_dir``,
             ``sync_distributed`` (default False here: the logged loss is already the mean over
             ranks), ``verbose``, ``spike_rollback``: as for :class:`aalr.AALR`.
     """

@@ -154,8 +154,9 @@ class AALRCallback(pl.Callback):
             LR of the next step, and the action of the last decision (from the first one on); loggers
             write step metrics every ``Trainer(log_every_n_steps=...)`` steps (default 50), so pass 1
             to record every decision there (``tuner.history`` always has them all, with ``last_step``).
-        tuner_options: ``rules``, ``max_lr``, ``min_lr``, ``phase1_patience``, ``window``,
-            ``rollback``, ``restart_best``, ``phase1_failure``, ``finish``, ``snapshot_dir``,
+        tuner_options: ``rules``, ``max_lr``, ``min_lr``, ``phase1_patience``, ``phase1_share``,
+            ``window``, ``rollback``, ``rollback_on``, ``ceiling``, ``restart_best``, ``phase1_failure``,
+            ``finish``, ``snapshot_dir``,
             ``sync_distributed``, ``verbose``, ``spike_rollback``, ``total_rounds``: as for
             :class:`aalr.AALR`.
     """

@@ -8,7 +8,7 @@ a power of two" true by construction, and keeps the state plain numbers.
 
 Two named sets of rules (:data:`RULES`; ``rules=`` of :class:`aalr.AALR`): ``"paper"``, Algorithm 1
 as below, and ``"plus"`` (AALR+, the tuner's default, the recommended rules): ``rollback=True``,
-``phase1_failure="rollback"`` and, given a budget, the ``"steps"`` finish. A bare ``AALRConfig()``
+``phase1_failure="rollback"`` and, given a budget, the ``"cosine"`` finish. A bare ``AALRConfig()``
 is the paper's rules (its ``finish`` acts only with ``total_epochs``).
 
 Rules (our readings where the paper is ambiguous; the others are options of :class:`AALRConfig`):
@@ -36,6 +36,9 @@ better (then it becomes the checkpoint), multiply the LR by 0.1, stop exploring,
 0.1 again at 90 %. ``finish="linear"``: once the phase-2 window in progress (in phase 1: the
 stable epochs still needed) would not end before the budget does, do the same restore-unless-better
 and decay the LR linearly towards zero over the epochs that remain (no constant but the budget).
+``finish="cosine"``: at half the budget the same restore-unless-better (a restore also takes the LR
+back to the one that trained the checkpoint, if lower), then a cosine decay of the LR towards zero over
+the epochs that remain.
 If the finish falls on a non-finite epoch, it still starts there when a checkpoint exists: the
 epoch's restore-and-halve happens and the finish's factor applies on top. Without a checkpoint
 (phase 1 with restarts, or before any stable epoch), a non-finite epoch, or a failed one with no
@@ -64,17 +67,18 @@ Action = Literal["none", "save_best", "restore_initial", "restore_best"]
 ACTIONS: tuple[str, ...] = ("none", "save_best", "restore_initial", "restore_best")
 WINDOWS: tuple[str, ...] = ("p+1", "p")
 RESTART_BEST: tuple[str, ...] = ("initial", "keep")
-FINISHES: tuple[str, ...] = ("steps", "linear", "none")
+FINISHES: tuple[str, ...] = ("steps", "linear", "cosine", "none")
 PHASE1_FAILURES: tuple[str, ...] = ("restart", "rollback")
 ROLLBACK_ON: tuple[str, ...] = ("miss", "collapse")
 NON_FINITE = "loss not finite"  # the words of every decision on a non-finite loss
 FINISH_STEPS = ((0.75, 0.1), (0.90, 0.01))  # ("steps" finish) fraction of the budget -> LR scale
+FINISH_COSINE_START = 0.5  # ("cosine" finish) the fraction of the budget at which it starts
 
 # The named sets of rules (``rules=`` of :class:`aalr.AALR` and :meth:`AALRConfig.for_rules`): the settings
 # each one fixes. Every other setting keeps its default. "plus" (AALR+, the recommended rules) is what
 # the harness runs as ``aalr-plus``; "paper" is Algorithm 1 of the paper exactly.
 RULES: dict[str, dict[str, Any]] = {
-    "plus": {"rollback": True, "phase1_failure": "rollback", "finish": "steps"},
+    "plus": {"rollback": True, "phase1_failure": "rollback", "finish": "cosine"},
     "paper": {"rollback": False, "phase1_failure": "restart", "finish": "none"},
 }
 
@@ -85,6 +89,10 @@ class AALRConfig:
 
     Args:
         phase1_patience: consecutive non-failing epochs that end phase 1 (the paper: 10).
+        phase1_share: with a budget (``total_epochs``), phase 1 ends after at most this share of it in
+            stable epochs (at least 1): :attr:`phase1_epochs`. None (default, the paper): always
+            ``phase1_patience``. A short run otherwise spends its whole budget in phase 1, never
+            exploring a larger LR.
         window: ``"p+1"`` (default: windows of p+1 epochs, as the paper's prose and section 4.1)
             or ``"p"`` (the pseudocode's "train for p epochs").
         rollback: also restore the best checkpoint when phase 2 halves the LR after two missed
@@ -107,7 +115,7 @@ class AALRConfig:
             halving does. Nothing trained is thrown away, and phase 2's windows, not one epoch,
             judge the LR from there. A failure before any stable epoch restarts as in the paper).
         total_epochs: the epoch budget, for the AALR+ finish (None: the paper's rules, unchanged).
-        finish: how AALR+ ends the run: ``"steps"``, ``"linear"`` (see the module docstring) or
+        finish: how AALR+ ends the run: ``"steps"``, ``"linear"``, ``"cosine"`` (see the module docstring) or
             ``"none"`` (no finish even with a budget: ``total_epochs`` then only warns when a step
             runs past it).
         max_exponent, min_exponent: bounds on ``k`` in ``lr = eta0 * 2**k`` (None: unbounded). A
@@ -117,6 +125,7 @@ class AALRConfig:
     """
 
     phase1_patience: int = 10
+    phase1_share: float | None = None
     window: str = "p+1"
     rollback: bool = False
     rollback_on: str = "miss"
@@ -154,6 +163,13 @@ class AALRConfig:
             raise TypeError(f"phase1_patience must be an int >= 1, got {self.phase1_patience!r}")
         if self.phase1_patience < 1:
             raise ValueError(f"phase1_patience must be >= 1, got {self.phase1_patience}")
+        if self.phase1_share is not None:
+            share = self.phase1_share
+            if isinstance(share, bool) or not isinstance(share, numbers.Real):
+                raise TypeError(f"phase1_share must be None or a number in (0, 1], got {share!r}")
+            if not 0 < float(share) <= 1:
+                raise ValueError(f"phase1_share must be None or in (0, 1], got {share!r}")
+            object.__setattr__(self, "phase1_share", float(share))
         if self.window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
         if not isinstance(self.rollback, bool):
@@ -186,6 +202,15 @@ class AALRConfig:
             raise ValueError(
                 f"min_exponent must be <= 0 (the LR may not start below its bound), got {self.min_exponent}"
             )
+
+    @property
+    def phase1_epochs(self) -> int:
+        """The stable epochs that end phase 1: ``phase1_patience``, or with a budget and
+        ``phase1_share``, at most that share of the budget (rounded down, at least 1)."""
+        if self.phase1_share is None or self.total_epochs is None:
+            return self.phase1_patience
+        share = math.floor(self.total_epochs * self.phase1_share + 1e-9)  # 0.3 * 10 is 2.9999999999999996
+        return max(1, min(self.phase1_patience, share))
 
     @property
     def finishes(self) -> bool:
@@ -268,6 +293,7 @@ class AALRPolicy:
     ceiling_exponent: int | None = None
     ceiling_failures: int = 0
     ceiling_wins: int = 0
+    best_exponent: int | None = None  # the exponent that trained the best checkpoint (the "cosine" finish)
 
     def __post_init__(self) -> None:
         self.initial_loss = check_loss_value(self.initial_loss)
@@ -306,6 +332,13 @@ class AALRPolicy:
             return 1.0
         if self.config.finish == "linear":
             return max(total - self.epoch, 0) / (total - start + 1)
+        if self.config.finish == "cosine":  # past the budget (a run that goes on): 0, as "linear"
+            span = total - start + 1
+            return (
+                0.0
+                if span < 1
+                else 0.5 * (1.0 + math.cos(math.pi * min(self.epoch - start + 1, span) / span))
+            )
         scale = 1.0
         for fraction, factor in FINISH_STEPS:
             if self.epoch >= _milestone(total, fraction):
@@ -340,6 +373,8 @@ class AALRPolicy:
             decision = self._phase2(loss)
         if self.finish_epoch is None and self._finish_due(loss, decision, stable_before):
             decision = self._start_finish(loss, decision, doubled=self.lr_exponent > exponent_before)
+        if decision.action == "save_best":
+            self.best_exponent = exponent_before
         reason = decision.reason + self._hold_at_bounds()
         return Decision(decision.action, self.lr_exponent, reason, self.lr_scale)
 
@@ -369,12 +404,14 @@ class AALRPolicy:
             return False
         if self.config.finish == "steps":
             return self.epoch >= _milestone(total, FINISH_STEPS[0][0])
+        if self.config.finish == "cosine":
+            return self.epoch >= _milestone(total, FINISH_COSINE_START)
         # "linear": once the window in progress (or the one just begun) would not end before the budget;
         # in phase 1 the window is the rest of the stable epochs it needs
         if self.phase == 2:
             remaining = self.window_length - self.window_epoch
         else:
-            remaining = self.config.phase1_patience - self.stable_epochs
+            remaining = self.config.phase1_epochs - self.stable_epochs
         return self.epoch < total and self.epoch + remaining >= total
 
     def _start_finish(self, loss: float, decision: Decision, *, doubled: bool) -> Decision:
@@ -394,6 +431,10 @@ class AALRPolicy:
             # failure it is above the L* the failure compared with)
             self.best = loss
             return Decision("save_best", self.lr_exponent, f"{why}: current loss {loss:.6g}; checkpoint")
+        if self.config.finish == "cosine" and self.best_exponent is not None:
+            # a long decay from an LR still being tried (a doubling's window) would train at it for
+            # epochs: decay from the LR that trained the restored checkpoint instead
+            self.lr_exponent = min(self.lr_exponent, self.best_exponent)
         return Decision("restore_best", self.lr_exponent, f"{why}: restore the best checkpoint")
 
     def _finishing(self, loss: float) -> Decision:
@@ -431,8 +472,8 @@ class AALRPolicy:
             )
         self.best = loss
         self.stable_epochs += 1
-        if self.stable_epochs < self.config.phase1_patience:
-            why = f"phase 1: stable epoch {self.stable_epochs}/{self.config.phase1_patience}"
+        if self.stable_epochs < self.config.phase1_epochs:
+            why = f"phase 1: stable epoch {self.stable_epochs}/{self.config.phase1_epochs}"
             if self.config.phase1_failure == "rollback":
                 return Decision("save_best", self.lr_exponent, f"{why}; checkpoint")
             return Decision("none", self.lr_exponent, why)
@@ -441,7 +482,7 @@ class AALRPolicy:
         return Decision(
             "save_best",
             self.lr_exponent,
-            f"phase 1 done after {self.config.phase1_patience} stable epochs; checkpoint, double LR, p=1",
+            f"phase 1 done after {self.config.phase1_epochs} stable epochs; checkpoint, double LR, p=1",
         )
 
     def _enter_phase2(self, patience: int) -> None:
@@ -539,6 +580,7 @@ class AALRPolicy:
         "ceiling_exponent",
         "ceiling_failures",
         "ceiling_wins",
+        "best_exponent",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -553,6 +595,7 @@ class AALRPolicy:
             "ceiling_exponent": None,
             "ceiling_failures": 0,
             "ceiling_wins": 0,
+            "best_exponent": None,
             **state,
         }
         missing = [key for key in (*self._STATE_KEYS, "config") if key not in state]
@@ -595,8 +638,9 @@ def _check_policy_state(state: dict[str, Any]) -> None:
         raise bad("missed_windows", "0 or 1")
     if state["finish_epoch"] is not None and not is_int(state["finish_epoch"], 1):
         raise bad("finish_epoch", "None or an int >= 1")
-    if state["ceiling_exponent"] is not None and not is_int(state["ceiling_exponent"]):
-        raise bad("ceiling_exponent", "None or an int")
+    for key in ("ceiling_exponent", "best_exponent"):
+        if state[key] is not None and not is_int(state[key]):
+            raise bad(key, "None or an int")
     for key in ("ceiling_failures", "ceiling_wins"):
         if not is_int(state[key], 0):
             raise bad(key, "an int >= 0")

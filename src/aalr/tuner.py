@@ -59,6 +59,7 @@ def _set_group_lr(group: dict[str, Any], lr: float) -> None:
 # besides the budget (integrations pass them through).
 _POLICY_OPTIONS = (
     "phase1_patience",
+    "phase1_share",
     "window",
     "rollback",
     "rollback_on",
@@ -113,16 +114,16 @@ class AALR:
             (and of each restart) then fails only on a non-finite loss.
         rules: ``"plus"`` (default, the recommended rules, AALR+: ``rollback=True``,
             ``phase1_failure="rollback"`` and, when ``total_epochs`` is given, the budget-aware
-            ``finish="steps"``) or ``"paper"`` (Algorithm 1 of the paper exactly: no rollback,
+            ``finish="cosine"``) or ``"paper"`` (Algorithm 1 of the paper exactly: no rollback,
             phase-1 restarts, no finish). An option given explicitly overrides the rules' value.
         total_epochs: the budget in epochs (rounds): AALR+'s finish uses it, and a step past it
             warns. ``None``: no budget.
         max_lr, min_lr: optional bounds on param group 0's LR (other groups keep their ratio): a
             doubling above ``max_lr`` or a halving below ``min_lr`` holds the LR at the last power of
             two times ``eta0`` within the bound. The AALR+ finish's decay multiplies on top.
-        phase1_patience, window, rollback, rollback_on, ceiling, restart_best, phase1_failure, finish: see
-            :class:`aalr.AALRConfig` (``rollback``, ``phase1_failure`` and ``finish`` default to the
-            rules' values).
+        phase1_patience, phase1_share, window, rollback, rollback_on, ceiling, restart_best,
+            phase1_failure, finish: see :class:`aalr.AALRConfig` (``rollback``, ``phase1_failure``,
+            ``finish`` and ``phase1_share`` default to the rules' values).
         snapshot_dir: keep snapshots as files in this directory instead of CPU memory.
         sync_distributed: under ``torch.distributed``, decide on the mean loss over ranks (default),
             so every rank takes the same decision; the initial loss is averaged over ranks too.
@@ -158,6 +159,7 @@ class AALR:
         max_lr: float | None = None,
         min_lr: float | None = None,
         phase1_patience: int = 10,
+        phase1_share: float | None = None,
         window: str = "p+1",
         rollback: bool | None = None,
         rollback_on: str = "miss",
@@ -198,6 +200,7 @@ class AALR:
         config = AALRConfig.for_rules(
             rules,
             phase1_patience=phase1_patience,
+            phase1_share=phase1_share,
             window=window,
             rollback=rollback,
             rollback_on=rollback_on,

@@ -35,7 +35,13 @@ from aalr.harness.methods import (
 )
 
 STEPS = 3  # batches per "epoch" in these tests
-ENDS_AT_ZERO = ("sgd-cosine", "adamw-cosine", "wsd")
+ENDS_AT_ZERO = (
+    "sgd-cosine",
+    "adamw-cosine",
+    "wsd",
+    "aalr-plus",
+    "aalr-plus-adamw",
+)  # AALR+: the cosine finish
 PER_BATCH = ("sgdr", "clr", "sgd-cosine", "adamw-cosine", "onecycle", "lr-range-onecycle", "wsd")
 
 

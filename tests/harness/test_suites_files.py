@@ -51,8 +51,17 @@ def test_heldout_suite_compares_on_tasks_the_rules_were_not_chosen_on():
         "sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "schedulefree", "prodigy",
         "aalr-plus", "aalr-plus-adamw",
     }  # fmt: skip
-    tasks = [name for name in suite.experiments if not name.endswith("-tuned")]
-    assert len(tasks) >= 3 and set(suite.experiments) == set(tasks) | {f"{name}-tuned" for name in tasks}
+    matched = {"bn-cnn-27": "bn-cnn-8", "resnet-27": "resnet-8", "digits-mlp-204": "digits-mlp-60"}
+    tasks = [name for name in suite.experiments if not name.endswith("-tuned") and name not in matched]
+    assert len(tasks) >= 3
+    assert set(suite.experiments) == set(tasks) | {f"{name}-tuned" for name in tasks} | set(matched)
+    for name, task in matched.items():  # aalr-plus at the cost of the task's grids, the task otherwise
+        runs = [run for run in suite.runs if run.experiment == name]
+        grid = next(run for run in suite.runs if run.experiment == f"{task}-tuned")
+        assert {run.method for run in runs} == {"aalr-plus"}
+        assert runs[0].config["epochs"] == int(grid.config["epochs"] * (1 + 3 * 0.8))  # 8 -> 27, 60 -> 204
+        for key in ("dataset", "model", "model_options", "train_subset", "batch_size"):
+            assert runs[0].config.get(key) == grid.config.get(key), key
     for name in tasks:
         assert {run.method for run in suite.runs if run.experiment == name} == untuned
         tuned = [run for run in suite.runs if run.experiment == f"{name}-tuned"]

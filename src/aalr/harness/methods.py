@@ -1019,8 +1019,9 @@ REGISTRY: dict[str, MethodSpec] = {
             "AALR+: as aalr-rollback, with phase1_failure='rollback' (a phase-1 failure restores the "
             "last stable epoch, halves the LR and goes to phase 2, instead of restarting from the initial "
             "weights) and the budget-aware finish over the run's epochs (total_epochs = --epochs; finish "
-            "'steps': at 75% restore the best checkpoint unless the current loss is better, LR x0.1, stop "
-            "exploring; x0.1 again at 90%; this package's additions to the ICLR 2020 AALR submission)",
+            "'cosine': at half the budget restore the best checkpoint and its LR unless the current loss is "
+            "better, stop exploring, decay the LR along a cosine to zero; this package's additions to the "
+            "ICLR 2020 AALR submission)",
             _build_aalr,
             default_lr=0.1,
             optimizer="SGD",
