@@ -71,6 +71,8 @@ def judge(rows: Sequence[dict[str, Any]], method: str | None = None) -> list[dic
         untuned = [
             e for e in main if e.get("chosen_lr_mean") is None and not str(e["method"]).startswith("aalr")
         ]
+        if not grids and not untuned:  # an equal-cost experiment (AALR+ alone): a part of another task's row
+            continue
         row: dict[str, Any] = {"task": name, "method": plus_name, "plus": None, "verdict": "–"}
         verdicts.append(row)
         if plus is None:
@@ -189,7 +191,7 @@ def headline(verdicts: Sequence[dict[str, Any]], names: dict[str, str] | None = 
             grid = f"{_number(grid_mean, lower)} ({method}, {grid_cost / cost:.1f}x)"
             at = next(m for m in v["matched"] if m[0] == method)
             if at[2] is not None:
-                matched = f"{_number(at[3], lower)}" + ("" if at[2] != v["task"] else " (same run)")
+                matched = f"{_number(at[3], lower)}" + ("" if at[2] != v["task"] else " (its own run)")
         lines.append(
             f"| {task} | {_number(mean, lower)} ({_number(worst, lower)}) | {peer} | {grid} | {matched} |"
         )

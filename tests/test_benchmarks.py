@@ -301,7 +301,7 @@ def test_tuned_goal_halves(tmp_path, plus, grid, untuned, halves):
             tmp_path, "t-10-tuned", "step", seed, grid, 10, chosen_lr=0.1, lr_grid={"0.1": 0.9, "0.2": 0.8}
         )
     goal_run(tmp_path, "t-40", "aalr-plus", 0, 0.99, 40)  # cost 40 > the grid's 10 + 2 x 8 = 26
-    (task, _) = tuned_goal(tmp_path)
+    (task,) = tuned_goal(tmp_path)  # t-40 (AALR+ alone) is part of t-10's row, not a task
     assert task["task"] == "t-10" and (task["grid"][3], task["untuned"][3]) == halves, task
     assert task["untuned"][0] == "sgd-cosine"
     # at the grid's cost (26 epochs) the only AALR+ run is the 10-epoch one
@@ -330,3 +330,10 @@ def test_tuned_goal_compares_a_grid_with_aalr_plus_at_its_cost(tmp_path):
     ).stdout
     assert "| t-10 | 90.00 (90.00), 10 | step 90.00, +0.00 pp ok | adam 80.00, +10.00 pp ok |" in out
     assert "step (cost 26): t-20 93.00 above | yes |" in out
+    short = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tuned_goal.py"), str(tmp_path), "--headline"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| t-10 | 90.00 (90.00) | 80.00 (adam) | 90.00 (step, 2.6x) | 93.00 |" in short
