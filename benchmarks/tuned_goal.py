@@ -26,19 +26,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aalr.harness.report import collect, family_of, summarize
+from aalr.harness.report import collect, family_of, final_result, summarize
 
 TOLERANCE_PP = 0.2
 TOLERANCE_BPB = 0.01  # relative, for bits per byte
 
 
 def _result(entry: dict[str, Any]) -> tuple[float, float, bool] | None:
-    """(mean, worst, lower_is_better) of a summary row, in table units (% or bpb)."""
-    if entry.get("bpb_final_mean") is not None:
-        return float(entry["bpb_final_mean"]), float(entry["bpb_final_worst"]), True
-    if entry.get("final_mean") is not None:
-        return 100 * float(entry["final_mean"]), 100 * float(entry["final_worst"]), False
-    return None
+    """(mean, worst, lower_is_better) of a summary row, in table units (% or bpb); None without both."""
+    result = final_result(entry)
+    return None if result is None or result[1] is None else (result[0], result[1], result[2])
 
 
 def tasks(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], str]]:

@@ -32,13 +32,14 @@ def fake_run(root: Path, experiment: str, method: str, seed: int, acc: float) ->
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
+def printed(script: str, *args: str) -> str:
+    """What ``benchmarks/<script>`` prints with ``args``; it must exit 0."""
+    command = [sys.executable, str(BENCHMARKS / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def budget_rows(root: Path) -> dict[str, list[str]]:
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "budget_goal.py"), str(root)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = printed("budget_goal.py", str(root))
     rows = [line.strip("|").split("|") for line in out.splitlines()[2:]]
     return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
 
@@ -249,12 +250,7 @@ def test_lm_goal_verdict(tmp_path, plus, tuned, verdict):
             fake_lm_run(tmp_path, "steps800", method, seed, bpb)
     for seed, bpb in enumerate(tuned):
         fake_lm_run(tmp_path, "steps800-tuned", "adamw-cosine", seed, bpb)
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "lm_goal.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = printed("lm_goal.py", str(tmp_path))
     (row,) = [line for line in out.splitlines() if line.startswith("| steps800 |")]
     assert row.split("|")[-2].strip().startswith(verdict + ":"), row
 
@@ -322,18 +318,8 @@ def test_tuned_goal_compares_a_grid_with_aalr_plus_at_its_cost(tmp_path):
     ten = next(v for v in tuned_goal(tmp_path) if v["task"] == "t-10")
     assert ten["matched"] == [("step", 26.0, "t-20", pytest.approx(93.0), True)]
     assert ten["verdict"] == "yes"
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "tuned_goal.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = printed("tuned_goal.py", str(tmp_path))
     assert "| t-10 | 90.00 (90.00), 10 | step 90.00, +0.00 pp ok | adam 80.00, +10.00 pp ok |" in out
     assert "step (cost 26): t-20 93.00 above | yes |" in out
-    short = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "tuned_goal.py"), str(tmp_path), "--headline"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    short = printed("tuned_goal.py", str(tmp_path), "--headline")
     assert "| t-10 | 90.00 (90.00) | 80.00 (adam) | 90.00 (step, 2.6x) | 93.00 |" in short

@@ -1037,6 +1037,17 @@ def _role(experiment: str) -> str:
     return re.sub(r"\d+", "#", experiment)
 
 
+def final_result(entry: dict[str, Any]) -> tuple[float, float | None, bool] | None:
+    """A summary row's final result in the tables' units: ``(mean, worst seed, lower_is_better)``,
+    accuracy in % or, for a language model, bits per byte (lower is better); None when unknown."""
+    bpb = entry.get("bpb_final_mean") is not None
+    scale, key = (1.0, "bpb_final") if bpb else (100.0, "final")
+    mean, worst = _number(entry.get(f"{key}_mean")), _number(entry.get(f"{key}_worst"))
+    if mean is None:
+        return None
+    return scale * mean, None if worst is None else scale * worst, bpb
+
+
 CostSeries = dict[str, list[tuple[float, float, float | None]]]
 
 
@@ -1054,16 +1065,15 @@ def cost_series(summary_rows: Sequence[dict[str, Any]], experiments: Sequence[st
     for entry in summary_rows:
         if entry.get("experiment") not in chosen or not entry.get("cost_mean"):
             continue
-        bpb = entry.get("bpb_final_mean") is not None
-        scale, key = (1.0, "bpb_final") if bpb else (100.0, "final")
-        mean, worst = _number(entry.get(f"{key}_mean")), _number(entry.get(f"{key}_worst"))
-        if mean is None:
+        result = final_result(entry)
+        if result is None:
             continue
+        mean, worst, _ = result
         role = _role(str(entry["experiment"]))
         part = role[len(base) :] if role.startswith(base) else role
         label = str(entry["method"]) + (f" ({', '.join(entry['settings'])})" if entry.get("settings") else "")
         label += f" [{part}]" if part else ""
-        point = (float(entry["cost_mean"]), scale * mean, None if worst is None else scale * worst)
+        point = (float(entry["cost_mean"]), mean, worst)
         series.setdefault(label, []).append(point)
     return {label: sorted(points) for label, points in series.items()}
 
@@ -1263,9 +1273,9 @@ def write_report(
         if len(cost_series(summary, experiments)) > 1:  # one method alone is compared with nothing
             first = next(r for r in rows if r.get("experiment") == experiments[0])
             stem = f"cost_{_file_part(first.get('dataset'))}_{_file_part(first.get('model'))}"
-            name = stem  # two families of one data set and model (other options): -2, -3, ...
+            name, number = stem, 2  # two families of one data set and model (other options): -2, -3, ...
             while name in cost_names:
-                name = f"{stem}-{len([n for n in cost_names if n.startswith(stem)]) + 1}"
+                name, number = f"{stem}-{number}", number + 1
             cost_names.add(name)
             plot_cost(summary, out_dir / f"{name}.png", experiments=experiments)
             sections.append(
