@@ -181,8 +181,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from aalr.harness.tensorboard import require_tensorboard
 
         require_tensorboard()
-    from aalr.harness.rundir import nothing_to_resume
+    from aalr.harness.rundir import is_finished, nothing_to_resume
 
+    # read before the run: a finished run is not trained again, and the user should hear that it was not
+    finished_before = args.resume and is_finished(Path(args.out))
     if args.resume and nothing_to_resume(Path(args.out)) and distributed.is_main():
         print(
             f"aalr train: warning: --resume: no run in {args.out!r} to resume; starting a new one",
@@ -223,6 +225,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for name, values in summary["robust"].items():
             print(f"{name} accuracy: final {100 * values['final']:.2f}%, peak {100 * values['peak']:.2f}%")
     print(f"results in {args.out}")
+    if finished_before:
+        print(
+            f"aalr train: --resume: the run in {args.out!r} had finished already, so nothing was trained; "
+            "the result above is the saved one (--force in place of --resume starts it over)",
+            file=sys.stderr,
+        )
     return 0
 
 

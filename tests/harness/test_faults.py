@@ -330,8 +330,18 @@ def test_a_grid_that_fails_midway_keeps_its_finished_runs_for_resume(
     code, err = run_cli(train_argv(GRID, out, "--resume"))
     assert code == 0, err
     assert tree(out / "grid" / "lr0.1") == first  # finished already: not trained again
+    assert "nothing was trained" not in err  # this --resume trained the rest of the grid and the run
+    before = tree(out)
+    code, err = run_cli(train_argv(GRID, out, "--resume"))  # the whole run is finished: said, not redone
+    assert code == 0 and "had finished already, so nothing was trained" in err, err
+    assert tree(out) == before
     code, err = run_cli(train_argv(GRID, out, "--resume", "--seed", "3"))  # other settings: said clearly
-    assert code == 2 and "seed: saved 0 vs given 3" in err and "--force" in err, err
+    assert code == 2 and "seed: saved 0, this command 3" in err and "--force in place of --resume" in err, err
+    assert "config.json" in err and "(the default)" not in err
+    # a setting the command left out is the default, and the message says so (the user never typed 30)
+    without_epochs = [arg for arg in GRID if arg != "--epochs"][:-1]
+    code, err = run_cli(train_argv(without_epochs, out, "--resume"))
+    assert code == 2 and "epochs: saved 1, this command 30 (the default)" in err, err
 
 
 # -- row 7: --force replaces runs only ------------------------------------------------------------

@@ -443,10 +443,19 @@ def prepare_out_dir(
         and saved.get(key) != mine.get(key)
     )
     if differences:
-        shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs given {mine.get(k)!r}" for k in differences)
+        # a value the command did not give is the default: say so, or "given 30" reads as the user's
+        defaults = saved_settings(TrainConfig(), validation=validation)
+
+        def given(key: str) -> str:
+            value = mine.get(key)
+            return f"{value!r} (the default)" if value == defaults.get(key) else repr(value)
+
+        shown = ", ".join(f"{k}: saved {saved.get(k)!r}, this command {given(k)}" for k in differences)
         raise RunError(
-            f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}; give the "
-            "saved settings to continue it, or --force (in the run's folder) to start it over"
+            f"--resume with settings that differ from the saved run in {str(out)!r}: {shown}; to continue "
+            f"it, repeat the command that started it (its settings are in {str(config_path)!r}); to start "
+            "a new run in this folder instead, use --force in place of --resume (the saved run is kept "
+            "until the new one's first checkpoint)"
         )
     for stale in out.glob(".*.tmp"):  # left by a write that a kill interrupted
         stale.unlink(missing_ok=True)
