@@ -39,6 +39,11 @@ def test_a_round_is_decided_on_the_mean_of_its_steps_as_an_epoch_would_be():
     assert [(r["action"], r["next_lr"]) for r in decided] == [(r["action"], r["next_lr"]) for r in expected]
     assert [r["loss"] for r in decided] == pytest.approx(means)
     assert [(r["steps"], r["last_step"]) for r in decided] == [(4, 4), (4, 8), (4, 12), (4, 16)]
+    # the same decisions, worded in rounds: a step-mode user never trained an "epoch"
+    assert [r["round"] for r in decided] == [r["epoch"] for r in decided] == [1, 2, 3, 4]
+    assert [r["reason"] for r in decided] == [r["reason"].replace("epoch", "round") for r in expected]
+    assert decided[0]["reason"].startswith("phase 1: stable round 1/2"), decided[0]["reason"]
+    assert all("epoch" not in r["reason"] for r in decided) and "round" not in expected[0]
 
 
 def test_the_lr_changes_only_at_a_rounds_end():

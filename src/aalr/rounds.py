@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from aalr.policy import is_finite_real, nearer_initial
 
 SPIKE_WINDOW = 5  # steps whose mean loss the spike rule judges: one bad batch alone is not a spike
+_EPOCH_WORD = re.compile(r"\bepoch(s?)\b")
+
+
+def in_rounds(reason: str) -> str:
+    """A decision's reason worded in rounds: the policy counts rounds and words them as epochs (its usual
+    round); where a round is N optimizer steps, "phase 1: stable epoch 3/10" reads "stable round 3/10"."""
+    return _EPOCH_WORD.sub(r"round\1", reason)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from aalr.policy import AALRConfig, AALRPolicy, check_loss_value, is_finite_real, real_as_float
-from aalr.rounds import Round
+from aalr.rounds import Round, in_rounds
 from aalr.snapshot import DirectorySnapshots, MemorySnapshots, SnapshotStore, cpu_copy, state_nbytes
 
 logger = logging.getLogger("aalr")
@@ -253,7 +253,15 @@ class AALR:
 
     @property
     def phase(self) -> int:
+        """1 (the stable start) or 2 (exploration): where the rules stand. The AALR+ finish keeps the phase
+        it began in (with a short budget it can begin in phase 1); :attr:`finishing` says it has begun."""
         return self.policy.phase
+
+    @property
+    def finishing(self) -> bool:
+        """True from the decision that began the AALR+ finish (``total_epochs`` given, rules with a finish):
+        the LR only decays from there."""
+        return self.policy.finish_epoch is not None
 
     @property
     def best_loss(self) -> float | None:
@@ -390,6 +398,11 @@ class AALR:
             "action": decision.action,
             "reason": decision.reason,
         }
+        if self.round is not None:
+            # the rules count rounds, and the policy words its reasons in epochs: say rounds in step mode
+            # ("phase 1: stable round 3/10"); "epoch" stays in the record, as in epoch mode, for one key
+            record["round"] = record["epoch"]
+            record["reason"] = in_rounds(decision.reason)
         if value != local and not (math.isnan(value) and math.isnan(local)):
             record["local_loss"] = local
         self.history.append(record)

@@ -14,7 +14,7 @@ from aalr.harness import loop, rundir, text
 from aalr.harness.config import RunError, TrainConfig, validate
 from aalr.harness.data import load_dataset
 from aalr.harness.models import build_model
-from aalr.harness.report import collect, summarize, to_markdown
+from aalr.harness.report import collect, summarize, to_markdown, write_report
 from aalr.harness.train import run
 
 # 512 samples in batches of 128: 4 batches a pass, so rounds of 6 steps end in the middle of passes
@@ -158,6 +158,9 @@ def test_mnist1d_as_a_stream_through_aalr_train_in_step_mode(tmp_path, capsys):
     assert [r["step"] for r in rows] == list(range(20, 161, 20))
     assert rows[-1]["data_passes"] == pytest.approx(5.0) and rows[0]["data_passes"] == pytest.approx(20 / 32)
     assert all(r["reason"].startswith("phase") for r in rows)  # the tuner decided every round
+    # worded in rounds ("phase 1: stable round 3/10"): a run of steps never trained an epoch
+    assert any("stable round" in r["reason"] for r in rows), [r["reason"] for r in rows]
+    assert not any("epoch" in r["reason"] for r in rows), [r["reason"] for r in rows]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["steps"], summary["rounds"], summary["epochs"], summary["round_steps"]) == (160, 8, 8, 20)
     assert len(summary["lr_trajectory"]) == 8
@@ -247,6 +250,11 @@ def test_lm_report_shows_bits_per_byte_lower_is_better(tmp_path):
     assert "Final bpb mean ± std" in table and "lower is better" in table and "acc (%)" not in table
     assert "12 steps in rounds of 4" in table
     assert f"{max(finals):.3f}" in table
+    report = write_report(tmp_path / "runs", tmp_path / "report").read_text()
+    # the plot of a language model's test bits per byte is named for what it shows, not acc_*.png
+    names = sorted(path.name for path in (tmp_path / "report").glob("*.png"))
+    assert [n for n in names if not n.startswith("lr_")] == ["bpb_shakespeare-byte-transformer.png"], names
+    assert "test bits per byte](bpb_shakespeare-byte-transformer.png)" in report
 
 
 def test_the_text_is_pinned_and_split_in_contiguous_parts(monkeypatch):

@@ -47,6 +47,7 @@ from aalr.harness.numerics import autocast_for, resolve_precision
 from aalr.harness.rng import global_state, seed_everything, set_global_state
 from aalr.harness.tensorboard import TensorBoardLog
 from aalr.harness.text import bits_per_byte
+from aalr.rounds import in_rounds
 
 log = logging.getLogger("aalr.harness")
 
@@ -283,7 +284,8 @@ def train_epochs(
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "action": decision.get("action", "none"),
-                "reason": decision.get("reason", ""),
+                # step mode: a method's "epoch" is a round, and its reason says so
+                "reason": (in_rounds if config.step_mode else str)(decision.get("reason", "")),
                 "numerics": computed_in,
             }
         )

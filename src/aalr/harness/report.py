@@ -1240,8 +1240,9 @@ def write_report(
 ) -> Path:
     """Writes report.md, results.csv and the PNG plots for the runs under ``root`` into ``out``.
 
-    Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` per experiment, ``cost_<dataset>_<model>.png``
-    per family of experiments (data, model and batch size shared, any budget: :func:`plot_cost`), and
+    Plots: ``lr_<experiment>.png`` and ``acc_<experiment>.png`` (a language model's: ``bpb_<experiment>.png``)
+    per experiment, ``cost_<dataset>_<model>.png`` per family of experiments (data, model and batch size
+    shared, any budget: :func:`plot_cost`), and
     ``batchsize_<dataset>_<model>.png`` where AALR ran at several batch sizes on one dataset/model.
     report.md ends with what the runs left out (failed runs, files that could not be used,
     duplicates) when there is any. Returns the path of report.md.
@@ -1257,16 +1258,14 @@ def write_report(
 
     sections = [to_markdown(summary, title=f"Results: {root.resolve().name}"), "## Plots", ""]
     for experiment in _first_seen(r.get("experiment") for r in rows):
+        # a language model's runs report bits per byte: its plot (and file) is named for what it shows
+        in_bpb = any("final_test_bpb" in r for r in rows if r.get("experiment") == experiment)
         for prefix, plot, caption in (
             ("lr", plot_lr_trajectories, "learning rate"),
-            ("acc", plot_accuracy, "test accuracy"),
+            ("bpb", plot_accuracy, "test bits per byte") if in_bpb else ("acc", plot_accuracy, "test accuracy"),
         ):
             name = f"{prefix}_{_file_part(experiment)}.png"
             plot(rows, out_dir / name, experiment=experiment)
-            if prefix == "acc" and any(
-                "final_test_bpb" in r for r in rows if r.get("experiment") == experiment
-            ):
-                caption = "test bits per byte"
             sections.append(f"![{experiment}: {caption}]({name})")
     cost_names: set[str] = set()
     for experiments in cost_families(rows):
