@@ -626,6 +626,22 @@ def test_finish_from_a_failed_phase1_epoch_keeps_only_its_checkpoint():
     assert tuner.snapshots.names() == ["best"]  # the finish never restarts: the initial weights are freed
 
 
+def test_finishing_says_the_finish_began_and_phase_keeps_the_phase_it_began_in():
+    model = tiny_model()
+    tuner = AALR(model, OPTIMIZERS["sgd"](model.parameters()), initial_loss=2.3, total_epochs=8)
+    seen = []
+    for loss in (2.2, 2.1, 2.0, 1.9, 1.8, 1.7):
+        tuner.step(loss)
+        seen.append((tuner.phase, tuner.finishing))
+    # 8 epochs: the cosine finish begins at half the budget, inside phase 1's 10 stable epochs
+    assert seen == [(1, False)] * 3 + [(1, True)] * 3, seen
+    assert "finish" in tuner.history[3]["reason"] and "finish" not in tuner.history[2]["reason"]
+    other = tiny_model()
+    fresh = AALR(other, OPTIMIZERS["sgd"](other.parameters()), initial_loss=2.3, total_epochs=8)
+    fresh.load_state_dict(tuner.state_dict())
+    assert fresh.finishing  # it is the policy's state: a resumed tuner says the same
+
+
 def test_integral_settings_of_any_type_are_accepted_as_ints():
     model = tiny_model()
     tuner = AALR(
