@@ -40,7 +40,7 @@ wheel-check:
 # The CPU evidence (docs/REPRODUCTION.md): every CPU suite into results/ (fmnist also in bf16 and
 # channels_last), resuming what is done, so it can run in the background across sessions. Checkpoints
 # stay out of git (.gitignore); summaries, metrics, configs, tables and plots are committed.
-CPU_SUITES := quick budget fmnist fmnist-adversarial batchsize
+CPU_SUITES := quick budget heldout lm fmnist fmnist-adversarial batchsize
 reproduce-cpu: install
 	@for suite in $(CPU_SUITES); do \
 	  $(PY) -m aalr compare --suite $$suite --out results/$$suite --no-progress || exit 1; \

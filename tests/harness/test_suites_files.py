@@ -34,11 +34,47 @@ def test_the_documented_suites_exist():
 
 
 def test_quick_runs_every_method():
-    # every method but those added after its committed results (which tests/test_results_replay.py
-    # replays): they are in `aalr list` and tested in tests/harness/test_practitioner_methods.py
-    from aalr.harness.methods import METHODS, PRACTITIONER_METHODS
+    from aalr.harness.methods import METHODS
 
-    assert set(load_suite("quick").methods) == set(METHODS) - set(PRACTITIONER_METHODS)
+    assert set(load_suite("quick").methods) == set(METHODS)
+
+
+# Issue 16: the schedules practitioners use today untuned, and the two tuned anchors (LR chosen on a
+# validation split) where a suite compares methods on a CPU task.
+UNTUNED = {"sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "aalr-plus-adamw"}
+ANCHORS = {"step", "sgd-cosine"}
+WITH_ANCHORS = ("quick", "fmnist", "fmnist-adversarial", "budget", "heldout")
+
+
+@pytest.mark.parametrize("name", [name for name in available_suites() if name != "lm"])
+def test_every_image_suite_runs_the_untuned_defaults(name):
+    """Every experiment of more than two methods runs all six (the language-model suite: below)."""
+    suite = load_suite(name)
+    for experiment in suite.experiments:
+        methods = {run.method for run in suite.runs if run.experiment == experiment}
+        if len(methods) > 2:
+            assert methods >= UNTUNED, (experiment, UNTUNED - methods)
+
+
+@pytest.mark.parametrize("name", WITH_ANCHORS)
+def test_comparing_suites_hold_both_tuned_anchors(name):
+    """Every task of these suites has the step schedule and SGD + cosine with a grid of 3+ LRs chosen on a
+    validation split, on the task's own data, model and budget."""
+    suite = load_suite(name, validate=check)
+    tasks = [e for e in suite.experiments if len({r.method for r in suite.runs if r.experiment == e}) > 2]
+    assert tasks
+    for task in tasks:
+        plain = next(run for run in suite.runs if run.experiment == task)
+        grids = {
+            run.method: run
+            for run in suite.runs
+            if run.experiment in (task, f"{task}-tuned") and isinstance(run.config.get("lr"), list)
+        }
+        assert set(grids) >= ANCHORS, (task, set(grids))
+        for run in grids.values():
+            assert len(run.config["lr"]) >= 3 and 0 < run.config["val_fraction"] < 1
+            for key in ("dataset", "model", "model_options", "train_subset", "epochs", "batch_size"):
+                assert run.config.get(key) == plain.config.get(key), (task, key)
 
 
 def test_heldout_suite_compares_on_tasks_the_rules_were_not_chosen_on():
@@ -71,3 +107,15 @@ def test_heldout_suite_compares_on_tasks_the_rules_were_not_chosen_on():
         # the anchors are tuned on the same task: same data, model, budget
         for key in ("dataset", "model", "model_options", "train_subset", "epochs", "batch_size"):
             assert all(run.config.get(key) == plain.config.get(key) for run in tuned), key
+
+
+def test_lm_suite_runs_the_adamw_defaults():
+    """A transformer trains with AdamW: the LM suite runs the AdamW forms of the untuned defaults (SGD's
+    are no practitioner's choice there) and the cosine anchor tuned on validation bits per byte."""
+    suite = load_suite("lm", validate=check)
+    for task in (e for e in suite.experiments if not e.endswith("-tuned")):
+        methods = {run.method for run in suite.runs if run.experiment == task}
+        assert methods >= {"adamw-cosine", "greedy-adamw", "aalr-plus-adamw", "schedulefree-adamw", "wsd"}
+        tuned = [run for run in suite.runs if run.experiment == f"{task}-tuned"]
+        assert {run.method for run in tuned} == {"adamw-cosine"}
+        assert all(len(run.config["lr"]) >= 3 for run in tuned)
