@@ -72,7 +72,8 @@ BATCH_SIZE = 128
 
 
 def mode_for(variant: str, task: dict[str, Any]) -> dict[str, Any]:
-    """A task's length: ``epochs``, or in step mode the same optimizer steps in rounds (``rounds_per_epoch``)."""
+    """A task's length: ``epochs``, or in step mode the same optimizer steps in rounds
+    (``rounds_per_epoch`` of them an epoch)."""
     per_epoch = VARIANTS[variant].get("rounds_per_epoch")
     if per_epoch is None:
         return {"epochs": task["epochs"]}

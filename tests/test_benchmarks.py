@@ -89,6 +89,21 @@ def test_aalr_plus_variants_runs_and_refuses_unknown_names(tmp_path):
     assert bad.returncode == 2 and "unknown variant(s) ['sine']" in bad.stderr
 
 
+def test_rounds4_trains_the_epoch_runs_steps_in_quarter_epoch_rounds():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("variants", BENCHMARKS / "aalr_plus_variants.py")
+    assert spec is not None and spec.loader is not None
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    tasks = variants.TASKS
+    # MNIST-1D: 4000 / 128 -> 32 steps an epoch; Fashion-MNIST 5000 images -> 40 (the last batch partial)
+    assert variants.mode_for("rounds4", tasks["m15"]) == {"train_steps": 480, "round_steps": 8}
+    assert variants.mode_for("rounds4", tasks["f8"]) == {"train_steps": 320, "round_steps": 10}
+    assert variants.mode_for("cosine", tasks["f8"]) == {"epochs": 8}
+    assert "rounds_per_epoch" not in variants.options_for("rounds4", 8)  # not a tuner option
+
+
 def test_throughput_reports_every_loop_and_the_ceiling(tmp_path):
     script = str(BENCHMARKS / "throughput.py")
     out_file = tmp_path / "throughput.md"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from aalr.harness.config import TrainConfig
+from aalr.harness.methods import SUITE_DEFAULTS
 from aalr.harness.rundir import saved_settings
 from aalr.harness.suite import (
     SUITES_DIR,
@@ -27,8 +28,7 @@ from aalr.harness.suite import (
     run_suite,
 )
 
-# The schedules a practitioner uses today untuned, as issue 16 names them (every comparing suite runs them).
-ISSUE16_UNTUNED = ["sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "aalr-plus-adamw"]
+ISSUE16_UNTUNED = list(SUITE_DEFAULTS)  # in suites' order: after the paper's methods
 ALL_METHODS = [
     "aalr", "aalr-rollback", "step", "sgdr", "clr", "adam", "hypergrad",
     "prodigy", "dadapt", "schedulefree", "dog",

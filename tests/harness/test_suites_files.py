@@ -6,6 +6,7 @@ import pytest
 
 from aalr.cli import suite_run_fn  # noqa: F401  (the CLI module wires suites to train.run)
 from aalr.harness.config import TrainConfig, validate
+from aalr.harness.methods import SUITE_DEFAULTS
 from aalr.harness.suite import available_suites, load_suite
 
 
@@ -41,7 +42,7 @@ def test_quick_runs_every_method():
 
 # Issue 16: the schedules practitioners use today untuned, and the two tuned anchors (LR chosen on a
 # validation split) where a suite compares methods on a CPU task.
-UNTUNED = {"sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "aalr-plus-adamw"}
+UNTUNED = set(SUITE_DEFAULTS)
 ANCHORS = {"step", "sgd-cosine"}
 WITH_ANCHORS = ("quick", "fmnist", "fmnist-adversarial", "budget", "heldout")
 
@@ -83,10 +84,7 @@ def test_heldout_suite_compares_on_tasks_the_rules_were_not_chosen_on():
     suite = load_suite("heldout", validate=check)
     assert {run.seed for run in suite.runs} == {0, 1, 2}
     assert {run.config["model"] for run in suite.runs} == {"fmnist-bn-cnn", "fmnist-resnet", "mlp"}
-    untuned = {
-        "sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "schedulefree", "prodigy",
-        "aalr-plus", "aalr-plus-adamw",
-    }  # fmt: skip
+    untuned = {*SUITE_DEFAULTS, "schedulefree", "prodigy", "aalr-plus"}
     matched = {"bn-cnn-27": "bn-cnn-8", "resnet-27": "resnet-8", "digits-mlp-204": "digits-mlp-60"}
     tasks = [name for name in suite.experiments if not name.endswith("-tuned") and name not in matched]
     assert len(tasks) >= 3

@@ -209,6 +209,7 @@ __all__ = [
     "SGDHD",
     "SGD_MOMENTUM",
     "STEP_SCHEDULES",
+    "SUITE_DEFAULTS",
     "Build",
     "Method",
     "MethodSpec",
@@ -1229,6 +1230,11 @@ PRACTITIONER_METHODS: tuple[str, ...] = (
     "aalr-plus-adamw",
     "schedulefree-adamw",
 )
+# The six of them every suite that compares methods runs (issue 16); wsd, greedy-adamw, schedulefree-adamw
+# are their AdamW and step-based relatives, run by quick and lm.
+SUITE_DEFAULTS: tuple[str, ...] = (
+    "sgd-cosine", "onecycle", "lr-range-onecycle", "adamw-cosine", "greedy", "aalr-plus-adamw",
+)  # fmt: skip
 AALR_METHODS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.tuner is not None)
 PEER_METHODS: tuple[str, ...] = tuple(
     name

@@ -1260,9 +1260,10 @@ def write_report(
     for experiment in _first_seen(r.get("experiment") for r in rows):
         # a language model's runs report bits per byte: its plot (and file) is named for what it shows
         in_bpb = any("final_test_bpb" in r for r in rows if r.get("experiment") == experiment)
+        result = ("bpb", "test bits per byte") if in_bpb else ("acc", "test accuracy")
         for prefix, plot, caption in (
             ("lr", plot_lr_trajectories, "learning rate"),
-            ("bpb", plot_accuracy, "test bits per byte") if in_bpb else ("acc", plot_accuracy, "test accuracy"),
+            (result[0], plot_accuracy, result[1]),
         ):
             name = f"{prefix}_{_file_part(experiment)}.png"
             plot(rows, out_dir / name, experiment=experiment)
