@@ -344,6 +344,19 @@ def test_a_grid_that_fails_midway_keeps_its_finished_runs_for_resume(
     assert code == 2 and "epochs: saved 1, this command 30 (the default)" in err, err
 
 
+def test_aalr_train_defaults_are_train_configs() -> None:
+    """The refusal above marks a value "(the default)" by comparing with TrainConfig(): that is only true
+    while `aalr train` given nothing but --out builds exactly TrainConfig()'s settings."""
+    from aalr.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    command = rundir.saved_settings(TrainConfig.from_dict(_train_config(args)))
+    defaults = rundir.saved_settings(TrainConfig())
+    assert {k: (command.get(k), defaults.get(k)) for k in set(command) | set(defaults)} == {
+        k: (v, v) for k, v in defaults.items()
+    }
+
+
 # -- row 7: --force replaces runs only ------------------------------------------------------------
 @pytest.mark.parametrize("flags", [["--force"], ["--resume"], []])
 def test_a_config_json_that_is_not_a_runs_is_never_replaced(tmp_path: Path, flags: list[str]) -> None:
