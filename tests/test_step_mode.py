@@ -4,7 +4,9 @@ in the middle of a round."""
 from __future__ import annotations
 
 import io
+import logging
 import math
+import warnings
 
 import pytest
 import torch
@@ -117,7 +119,7 @@ def test_without_an_initial_loss_the_first_round_stands_in():
 
 
 # -- resume in the middle of a round -------------------------------------------------------------------
-def train(steps: int, *, resume_at: int | None = None) -> tuple[list, dict]:
+def train(steps: int, *, resume_at: int | None = None, **budget: int) -> tuple[list, dict]:
     torch.manual_seed(0)
     x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
 
@@ -125,7 +127,8 @@ def train(steps: int, *, resume_at: int | None = None) -> tuple[list, dict]:
         torch.manual_seed(1)
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-        return model, optimizer, AALR(model, optimizer, initial_loss=1.2, every_n_steps=7, phase1_patience=2)
+        tuner = AALR(model, optimizer, initial_loss=1.2, every_n_steps=7, phase1_patience=2, **budget)
+        return model, optimizer, tuner
 
     model, optimizer, tuner = make()
     for step in range(steps):
@@ -166,6 +169,66 @@ def test_resume_in_the_middle_of_a_round_equals_an_uninterrupted_run(resume_at):
 def test_total_steps_is_a_budget_in_rounds():
     assert tuner_for(10, total_steps=105).config.total_epochs == 10
     assert tuner_for(10, total_rounds=7).config.total_epochs == 7
+
+
+def run_to_the_budget(losses: list[float], **options) -> AALR:
+    """Observe every loss with warnings as errors: a run given its whole length never hears it is past it."""
+    tuner = tuner_for(10, initial_loss=2.0, phase1_patience=1, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for loss in losses:
+            tuner.observe(loss)
+    return tuner
+
+
+def test_the_last_round_runs_on_to_the_budgets_last_step():
+    # 105 steps in rounds of 10: the 5 left over go to the tenth round, which the finish decides on,
+    # instead of 5 steps trained after the budget's last decision (at the finish's LR 0)
+    tuner = run_to_the_budget([1.0 - i / 200 for i in range(105)], total_steps=105)
+    assert [r["steps"] for r in tuner.history] == [10] * 9 + [15]
+    assert tuner.history[-1]["last_step"] == 105 and tuner.config.total_epochs == 10
+    assert tuner.history[-2]["next_lr"] > 0 and tuner.history[-1]["next_lr"] == 0
+
+
+def test_a_round_cut_short_moves_the_budget_so_the_finish_still_ends_at_the_last_step():
+    # a spike ends round 2 after 7 steps (as in spike_run): the rounds after it are shifted by 3 steps,
+    # and the last one takes them (13 steps), so the finish's last decision is at step 100
+    spike = [1.05, 0.95, 1.6, 1.2, 1.7, 1.8, 1.9]
+    tuner = run_to_the_budget([1.0] * 10 + spike + [0.9] * 83, total_steps=100)
+    assert [r["last_step"] for r in tuner.history] == [10, 17, 27, 37, 47, 57, 67, 77, 87, 100]
+    assert tuner.history[1]["spike"] and tuner.config.total_epochs == len(tuner.history) == 10
+    assert tuner.history[-2]["next_lr"] > 0  # the last round trained, at the finish's lowest LR
+    # two rounds of one step (non-finite losses) leave 18 steps: one round more, the last of 18
+    tuner = run_to_the_budget([1.0] * 10 + [NAN, NAN] + [0.9] * 88, total_steps=100)
+    assert [r["last_step"] for r in tuner.history] == [10, 11, 12, 22, 32, 42, 52, 62, 72, 82, 100]
+    assert tuner.config.total_epochs == len(tuner.history) == 11
+    # a budget of rounds is one of steps too: total_rounds=10 is 100 steps
+    tuner = run_to_the_budget([1.0] * 10 + spike + [0.9] * 83, total_rounds=10)
+    assert tuner.history[-1]["last_step"] == 100 and len(tuner.history) == 10
+
+
+def test_resume_in_the_last_round_past_every_n_steps_equals_an_uninterrupted_run():
+    # rounds of 7 in a budget of 45 steps: the sixth round runs from step 36 to 45; stop at step 44,
+    # when it has 8 steps (more than every_n_steps), and go on from the saved state
+    history, weights = train(45, total_steps=45)
+    assert [r["last_step"] for r in history] == [7, 14, 21, 28, 35, 45]
+    resumed_history, resumed_weights = train(45, resume_at=43, total_steps=45)
+    assert resumed_history == history
+    assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
+
+
+def test_a_state_saved_before_the_step_budget_was_kept_loads(caplog):
+    tuner = tuner_for(10, total_steps=100)
+    state = tuner.state_dict()
+    del state["steps"]["total_steps"]
+    other = tuner_for(10, total_steps=100)
+    with caplog.at_level(logging.WARNING, logger="aalr"):
+        other.load_state_dict(state)
+    assert other.total_steps == 100 and not caplog.records
+    state["steps"]["total_steps"] = 80  # saved with another budget: the saved one wins, and it is said
+    with caplog.at_level(logging.WARNING, logger="aalr"):
+        other.load_state_dict(state)
+    assert other.total_steps == 80 and "saved budget total_steps=80 (constructed with 100)" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -86,8 +86,11 @@ class Round:
     def state_dict(self) -> dict[str, Any]:
         return {"total": self.total, "steps": self.steps, "recent": list(self.recent)}
 
-    def load_state_dict(self, state: object) -> None:
-        """Refuses a bad state with a ValueError naming what is wrong, before changing anything."""
+    def load_state_dict(self, state: object, longest: int | None = None) -> None:
+        """Refuses a bad state with a ValueError naming what is wrong, before changing anything.
+        ``longest``: the most steps a round can last (``every_n_steps``, or more where the tuner lets the
+        last round of a budget run on to its end); a saved round in progress has fewer."""
+        longest = self.every_n_steps if longest is None else longest
         if not isinstance(state, dict) or set(state) != {"total", "steps", "recent"}:
             raise ValueError(
                 f"AALR state: the round must be a dict with total, steps and recent, got {state!r}"
@@ -95,10 +98,8 @@ class Round:
         total, steps, recent = state["total"], state["steps"], state["recent"]
         if not is_finite_real(total):
             raise ValueError(f"AALR state: the round's total must be a finite number, got {total!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < self.every_n_steps:
-            raise ValueError(
-                f"AALR state: the round's steps must be an int in [0, {self.every_n_steps}), got {steps!r}"
-            )
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < longest:
+            raise ValueError(f"AALR state: the round's steps must be an int in [0, {longest}), got {steps!r}")
         if not isinstance(recent, list) or len(recent) > min(steps, self.window):
             raise ValueError(f"AALR state: the round's recent losses must be a list of <= {self.window}")
         if not all(is_finite_real(value) for value in recent):

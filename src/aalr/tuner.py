@@ -7,6 +7,7 @@ keeps a history with the reason of every decision.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import numbers
@@ -118,6 +119,12 @@ class AALR:
             phase-1 restarts, no finish). An option given explicitly overrides the rules' value.
         total_epochs: the budget in epochs (rounds): AALR+'s finish uses it, and a step past it
             warns. ``None``: no budget.
+        every_n_steps, total_rounds, total_steps: step mode (call :meth:`observe` every optimizer
+            step): a decision every ``every_n_steps`` steps, on their mean loss, and the budget as
+            rounds or steps. The budget is kept in steps (``total_rounds * every_n_steps``): the last
+            round runs on to ``total_steps``, and a round that a spike or a non-finite loss ended early
+            gives its untaken steps to the end of the run, so the finish ends on the last step.
+        spike_rollback: step mode: end the round at once on a spike (see :mod:`aalr.rounds`).
         max_lr, min_lr: optional bounds on param group 0's LR (other groups keep their ratio): a
             doubling above ``max_lr`` or a halving below ``min_lr`` holds the LR at the last power of
             two times ``eta0`` within the bound. The AALR+ finish's decay multiplies on top.
@@ -192,6 +199,13 @@ class AALR:
         _check_parameters(model, optimizer)
         self.round = None if every_n_steps is None else Round(every_n_steps)
         self._budget_name, budget = _budget(total_epochs, total_rounds, total_steps, every_n_steps)
+        # Step mode with a budget counts it in steps, so that the finish ends at the run's last step
+        # whatever cut rounds short: see _round_ends and _rebudget.
+        self.total_steps: int | None = None
+        if self.round is not None and budget is not None:
+            self.total_steps = (
+                int(total_steps) if total_steps is not None else budget * self.round.every_n_steps
+            )
         # Without bounds, a long run of non-finite losses would halve the LR to exactly 0.0, and a long
         # run of improvements double it past float's range (then even ``lr`` raises): every group's LR
         # stays a positive, finite, normal float.
@@ -318,7 +332,7 @@ class AALR:
                 self.policy.initial_loss if self.policy.initial_loss is not None else self._first_round_loss
             )
             diverged = self.round.spike(self.policy.best, initial)
-        if math.isfinite(value) and diverged is None and not self.round.full:
+        if math.isfinite(value) and diverged is None and not self._round_ends(self.steps_seen + 1):
             self.steps_seen += 1
             return None
         mean = self.round.mean if math.isfinite(value) else value
@@ -332,7 +346,31 @@ class AALR:
         record["last_step"] = self.steps_seen
         record["spike"] = diverged is not None
         self.round.reset()
+        self._rebudget()
         return record
+
+    def _round_ends(self, seen: int) -> bool:
+        """Whether the round ends at step ``seen`` (no spike, no non-finite loss): after every_n_steps
+        steps; with a step budget, the round that would leave fewer than every_n_steps steps before
+        the budget's end goes on to it, so that the last decision falls on the run's last step."""
+        assert self.round is not None
+        if self.total_steps is None or seen >= self.total_steps:
+            return self.round.full or seen == self.total_steps
+        return self.round.full and self.total_steps - seen >= self.round.every_n_steps
+
+    def _rebudget(self) -> None:
+        """Keep the policy's budget of rounds equal to the rounds decided plus those the steps left
+        will make. A round cut short (a spike, a non-finite loss) leaves more steps than it took from
+        its every_n_steps: they go to the last round, or once they make a whole round, to one more
+        round, so the finish ends at ``total_steps`` instead of training its last steps at LR 0."""
+        if self.total_steps is None or self.round is None:
+            return
+        left = self.total_steps - self.steps_seen
+        if left <= 0:
+            return  # at the end (or past it: the budget stays, and the next decision warns)
+        budget = self.policy.epoch + max(1, left // self.round.every_n_steps)
+        if budget != self.policy.config.total_epochs:
+            self.policy.config = dataclasses.replace(self.policy.config, total_epochs=budget)
 
     @property
     def _first_round_loss(self) -> float | None:
@@ -498,35 +536,49 @@ class AALR:
             "every_n_steps": self.round.every_n_steps,
             "steps_seen": self.steps_seen,
             "round": self.round.state_dict(),
+            "total_steps": self.total_steps,
         }
 
-    def _checked_round(self, steps: object) -> tuple[Round | None, int]:
-        """The round (and steps seen) of a saved state, checked against this tuner's mode."""
+    def _checked_round(self, steps: object) -> tuple[Round | None, int, int | None]:
+        """The round, steps seen and step budget of a saved state, checked against this tuner's mode.
+        A state saved before the step budget was kept has none: this tuner's is taken."""
         if self.round is None and steps is None:
-            return None, 0
+            return None, 0, None
         if self.round is None or steps is None:
             saved = "decides every N steps" if steps is not None else "decides once per step(loss) call"
             mine = "without" if self.round is None else f"with every_n_steps={self.round.every_n_steps}"
             raise ValueError(f"AALR state is of a tuner that {saved}; this one was made {mine}")
-        if not isinstance(steps, dict) or set(steps) != {"every_n_steps", "steps_seen", "round"}:
+        keys = {"every_n_steps", "steps_seen", "round"}
+        if not isinstance(steps, dict) or not keys <= set(steps) <= {*keys, "total_steps"}:
             raise ValueError(
-                f"AALR state: steps must be a dict of every_n_steps, steps_seen, round, got {steps!r}"
+                "AALR state: steps must be a dict of every_n_steps, steps_seen, round (and total_steps), "
+                f"got {steps!r}"
             )
         every, seen = steps["every_n_steps"], steps["steps_seen"]
+        total = steps.get("total_steps", self.total_steps)
         if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
             raise ValueError(f"AALR state: steps_seen must be an int >= 0, got {seen!r}")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+            raise ValueError(f"AALR state: total_steps must be None or an int >= 1, got {total!r}")
         try:
             saved_round = Round(every)
         except (TypeError, ValueError) as error:
             raise ValueError(f"AALR state: {error}") from error
-        saved_round.load_state_dict(steps["round"])
+        # with a step budget the last round goes on to its end: up to 2 * every_n_steps - 1 steps
+        saved_round.load_state_dict(steps["round"], longest=2 * every - 1 if total is not None else every)
         if every != self.round.every_n_steps:
             logger.warning(
                 "AALR: resuming with the saved every_n_steps=%d (constructed with %d)",
                 every,
                 self.round.every_n_steps,
             )
-        return saved_round, seen
+        if total != self.total_steps:
+            logger.warning(
+                "AALR: resuming with the saved budget total_steps=%s (constructed with %s)",
+                total,
+                self.total_steps,
+            )
+        return saved_round, seen, total
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`. Load the model's and optimizer's own state as usual too."""
@@ -580,16 +632,20 @@ class AALR:
                 "phase 2" if policy.phase == 2 else "a checkpoint was taken (phase-1 rollback or the finish)"
             )
             raise ValueError(f"AALR state: {where}, but the state has no 'best' snapshot")
-        if policy.config != self.policy.config:
+        # in step mode the tuner moves the policy's budget of rounds itself (_rebudget): not a setting
+        saved_config = policy.config
+        if self.total_steps is not None:
+            saved_config = dataclasses.replace(saved_config, total_epochs=self.policy.config.total_epochs)
+        if saved_config != self.policy.config:
             logger.warning(
                 "AALR: resuming with the saved settings %s (constructed with %s)",
                 policy.config,
                 self.policy.config,
             )
-        saved_round, steps_seen = self._checked_round(state.get("steps"))
+        saved_round, steps_seen, total_steps = self._checked_round(state.get("steps"))
         copies = {name: cpu_copy(snapshot) for name, snapshot in snapshots.items()}
         self.policy = policy  # the checked copy; nothing can fail from here on
-        self.round, self.steps_seen = saved_round, steps_seen
+        self.round, self.steps_seen, self.total_steps = saved_round, steps_seen, total_steps
         self.group_eta0 = [float(lr) for lr in group_eta0]
         self.history = [dict(record) for record in history]
         for name in self.snapshots.names():
