@@ -85,13 +85,48 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--model-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--method-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--adversarial", choices=("fgsm", "pgd"), default=None)
-    p.add_argument("--epsilon", type=float, default=8 / 255)
-    p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--eval-pgd-steps", type=int, default=10)
-    p.add_argument("--robust-every", type=int, default=1)
-    p.add_argument("--robust-samples", type=int, default=1000)
+    p.add_argument(
+        "--adversarial",
+        choices=("fgsm", "pgd"),
+        default=None,
+        help="adversarial training: train on FGSM or PGD examples (default: natural training)",
+    )
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=8 / 255,
+        help="the attacks' L-inf radius in pixel units (default 8/255)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="the attack's step: needed by --adversarial pgd; with fgsm, a random start then a step of alpha "
+        "(fast FGSM); evaluation's PGD uses it too (default there: epsilon / 4)",
+    )
+    p.add_argument(
+        "--attack-steps",
+        "--steps",
+        dest="steps",
+        type=int,
+        default=1,
+        help="PGD steps of the training attack (not optimizer steps: see --train-steps; default 1)",
+    )
+    p.add_argument(
+        "--eval-pgd-steps", type=int, default=10, help="PGD steps of the robust evaluation (default 10)"
+    )
+    p.add_argument(
+        "--robust-every",
+        type=int,
+        default=1,
+        help="robust accuracy (FGSM, PGD) every N epochs and at the last (adversarial runs; default 1)",
+    )
+    p.add_argument(
+        "--robust-samples",
+        type=int,
+        default=1000,
+        help="test samples the robust accuracy is measured on (default 1000)",
+    )
     p.add_argument("--out", required=True, help="the run's output directory")
     p.add_argument("--tensorboard", default=None, metavar="DIR", help="also write TensorBoard events to DIR")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
@@ -336,10 +371,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from aalr.harness.data import DATASETS
     from aalr.harness.methods import METHODS, describe
-    from aalr.harness.models import MODELS
+    from aalr.harness.models import MODELS, default_model_for
     from aalr.harness.suite import available_suites
 
-    print("datasets: " + ", ".join(DATASETS))
+    print("datasets: " + ", ".join(f"{name} (default model {default_model_for(name)})" for name in DATASETS))
     print("models:   " + ", ".join(MODELS))
     print("suites:   " + ", ".join(available_suites()))
     print("methods:")

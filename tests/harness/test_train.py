@@ -285,7 +285,11 @@ def test_cli_compare_report_and_list(tmp_path, capsys):
     assert "| aalr-plus |" in capsys.readouterr().out
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
-    assert "aalr-plus" in listing and "quick" in listing and "fashion-mnist" in listing
+    assert (
+        "aalr-plus" in listing
+        and "quick" in listing
+        and "fashion-mnist (default model fmnist-cnn)" in listing
+    )
 
 
 class _Exited(Exception):
