@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PY) -m aalr compare --suite quick --out runs/quick
+	$(PY) -m aalr compare --suite demo --out runs/demo
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

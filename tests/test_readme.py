@@ -43,6 +43,9 @@ def test_a_readme_snippet_runs(index, tmp_path):
     if "aalr.AALR(" in block:  # the library snippet trains: its printed loss falls
         losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", result.stdout)]
         assert len(losses) >= 10 and losses[-1] < losses[0] / 2, result.stdout
+        # and it shows what the README says of it: the LR doubles past its start, then decays to 0
+        lrs = [float(x) for x in re.findall(r"next LR (\S+)", result.stdout)]
+        assert max(lrs) >= 4 * lrs[0] and lrs[-1] == 0, result.stdout
 
 
 @pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)

@@ -22,6 +22,7 @@ def test_shipped_suite_is_valid(name):
 
 def test_the_documented_suites_exist():
     assert {
+        "demo",
         "quick",
         "fmnist",
         "batchsize",
@@ -38,6 +39,18 @@ def test_quick_runs_every_method():
     from aalr.harness.methods import METHODS
 
     assert set(load_suite("quick").methods) == set(METHODS)
+
+
+def test_the_demo_is_a_part_of_quick_with_the_same_settings():
+    """`make demo` runs a few of quick's methods; each run is the quick suite's run of that method and seed
+    but for its names, so the demo's table compares row by row with results/quick's."""
+    quick = {(r.method, r.seed): r.config for r in load_suite("quick").runs if r.experiment == "quick"}
+    demo = load_suite("demo").runs
+    assert {"aalr-plus", "aalr", "step"} <= {r.method for r in demo}
+    for run in demo:
+        names = ("suite", "experiment")
+        mine = {k: v for k, v in run.config.items() if k not in names}
+        assert mine == {k: v for k, v in quick[(run.method, run.seed)].items() if k not in names}, run.method
 
 
 # Issue 16: the schedules practitioners use today untuned, and the two tuned anchors (LR chosen on a
