@@ -40,12 +40,14 @@ wheel-check:
 # The CPU evidence (docs/REPRODUCTION.md): every CPU suite into results/ (fmnist also in bf16 and
 # channels_last), resuming what is done, so it can run in the background across sessions. Checkpoints
 # stay out of git (.gitignore); summaries, metrics, configs, tables and plots are committed.
+# One thread per run: a fixed count keeps re-made runs comparable (the thread count changes results at
+# rounding level; each epoch records it). On MNIST-1D's CNN one thread trains as fast as two.
 CPU_SUITES := quick budget heldout lm fmnist fmnist-adversarial batchsize
 reproduce-cpu: install
 	@for suite in $(CPU_SUITES); do \
-	  $(PY) -m aalr compare --suite $$suite --out results/$$suite --no-progress || exit 1; \
+	  OMP_NUM_THREADS=1 $(PY) -m aalr compare --suite $$suite --out results/$$suite --no-progress || exit 1; \
 	done
-	$(PY) -m aalr compare --suite fmnist --out results/fmnist-bf16 --precision bf16 --channels-last --no-progress
+	OMP_NUM_THREADS=1 $(PY) -m aalr compare --suite fmnist --out results/fmnist-bf16 --precision bf16 --channels-last --no-progress
 	git rev-parse HEAD > results/COMMIT
 
 clean:

@@ -500,6 +500,29 @@ def test_every_epoch_records_how_it_was_computed_also_across_a_resume(tmp_path, 
     ) == 1
 
 
+def test_every_epoch_records_its_cpu_threads_also_across_a_resume(tmp_path, monkeypatch):
+    """The thread count changes a run at rounding level (results.md): each epoch says what it had."""
+    config = {**DIGITS_CNN, "epochs": 3}
+    real_save, threads = rundir.save_checkpoint, torch.get_num_threads()
+
+    def dying_save(out, state):
+        real_save(out, state)
+        raise Interrupt
+
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(rundir, "save_checkpoint", dying_save)
+        with pytest.raises(Interrupt):
+            run(config, tmp_path / "r")
+        monkeypatch.setattr(rundir, "save_checkpoint", real_save)
+        torch.set_num_threads(2)
+        summary = run(config, tmp_path / "r", resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["threads"] for row in metrics(tmp_path / "r")] == [1, 2, 2]
+    assert summary["threads"] == [1, 2]
+
+
 def test_numerics_of_epochs_from_an_older_checkpoint_are_counted_as_unrecorded(tmp_path, monkeypatch, caplog):
     config = {**DIGITS_CNN, "epochs": 2}
     real_save = rundir.save_checkpoint

@@ -287,6 +287,9 @@ def train_epochs(
                 # step mode: a method's "epoch" is a round, and its reason says so
                 "reason": (in_rounds if config.step_mode else str)(decision.get("reason", "")),
                 "numerics": computed_in,
+                # CPU threads of the epoch: they change results at rounding level, which the LR's
+                # doublings can turn into points (docs/results.md, the quick suite)
+                "threads": torch.get_num_threads(),
             }
         )
         if is_bytes:
@@ -667,6 +670,7 @@ def _summary(
         # e.g. ["cpu bf16 channels_last"]: one entry per way the run's epochs were computed
         "numerics": list(dict.fromkeys(r["numerics"] for r in rows if "numerics" in r)),
         "numerics_unrecorded_epochs": sum(1 for r in rows if "numerics" not in r),  # from older checkpoints
+        "threads": sorted({int(r["threads"]) for r in rows if "threads" in r}),  # []: made before it was kept
         "wall_seconds": wall,
         "experiment": config.experiment,
         "suite": config.suite,
