@@ -461,9 +461,8 @@ def test_compare_names_every_missing_peer_package_before_any_run(
     assert "quick.toml: " in err
     assert err.endswith(
         "method 'prodigy' needs the package 'prodigyopt', method 'dadapt' needs the package "
-        "'dadaptation', method 'schedulefree' needs the package 'schedulefree', method 'dog' needs the "
-        "package 'dog-optimizer', method 'schedulefree-adamw' needs the package 'schedulefree', which are "
-        "not installed: pip install 'aalr[peers]'\n"
+        "'dadaptation', methods 'schedulefree' and 'schedulefree-adamw' need the package 'schedulefree', "
+        "method 'dog' needs the package 'dog-optimizer', which are not installed: pip install 'aalr[peers]'\n"
     )
     assert not out.exists()  # no run folder, not even the output folder
 

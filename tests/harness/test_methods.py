@@ -384,6 +384,16 @@ def test_require_installed_lists_every_missing_method_at_once(monkeypatch: pytes
     assert missing_packages([]) == {}
 
 
+def test_a_package_two_methods_need_is_named_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "schedulefree", None)
+    message = (
+        "methods 'schedulefree' and 'schedulefree-adamw' need the package 'schedulefree', which is not "
+        "installed: pip install 'aalr[peers]'"
+    )
+    with pytest.raises(MissingPackageError, match=f"^{re.escape(message)}$"):
+        require_installed(["schedulefree", "aalr", "schedulefree-adamw"])
+
+
 def test_requirement_is_found_without_importing_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "dadaptation", raising=False)  # put back after the test
     requirement = REGISTRY["dadapt"].requires

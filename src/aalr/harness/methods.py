@@ -452,8 +452,17 @@ def require_installed(names: Iterable[str]) -> None:
     missing = missing_packages(names)
     if not missing:
         return
-    needs = ", ".join(f"method {name!r} needs the package {req.package!r}" for name, req in missing.items())
-    which = "which is" if len(missing) == 1 else "which are"
+    by_package: dict[str, list[str]] = {}  # one package, said once: schedulefree and schedulefree-adamw
+    for name, req in missing.items():
+        by_package.setdefault(req.package, []).append(repr(name))
+
+    def need(package: str, methods: list[str]) -> str:
+        if len(methods) == 1:
+            return f"method {methods[0]} needs the package {package!r}"
+        return f"methods {', '.join(methods[:-1])} and {methods[-1]} need the package {package!r}"
+
+    needs = ", ".join(need(package, methods) for package, methods in by_package.items())
+    which = "which is" if len(by_package) == 1 else "which are"
     extras = ",".join(sorted({req.extra for req in missing.values()}))
     raise MissingPackageError(f"{needs}, {which} not installed: pip install 'aalr[{extras}]'")
 
