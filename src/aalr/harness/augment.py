@@ -217,7 +217,10 @@ def _random_erasing_apply(
     box_area = box_h * box_w
     # Rounding to whole pixels may leave the area range; such a box is rejected like one too big.
     fits = (box_h >= 1) & (box_w >= 1) & (box_h <= height) & (box_w <= width)
-    fits &= (box_area >= scale[0] * pixels) & (box_area <= scale[1] * pixels)
+    # in float64, as Python compares: an int64 tensor against a float would promote to float32, where
+    # 0.9999999999999999 is 1.0 and a box one pixel too big would pass
+    exact_area = box_area.to(torch.float64)
+    fits &= (exact_area >= scale[0] * pixels) & (exact_area <= scale[1] * pixels)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first true attempt
     box_h, box_w = box_h.gather(1, first)[:, 0], box_w.gather(1, first)[:, 0]
     erase = (draws.apply < p) & fits.any(dim=1)
